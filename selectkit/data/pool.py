@@ -1,0 +1,142 @@
+"""The pool: normalized records with ids, groups, costs and a content fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example in a shape every method understands.
+
+    ``prompt`` is what the model is conditioned on and ``response`` what it is trained to
+    produce (the loss mask covers only the response). Raw text has an empty prompt.
+    ``messages`` keeps chat records whole so a tokenizer's chat template can render them.
+    ``raw`` is the record exactly as read, written back unchanged by ``--out``.
+    """
+
+    id: str
+    prompt: str
+    response: str
+    group: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    source: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def text(self) -> str:
+        """Prompt and response as one text, for model-free methods (n-grams, lengths)."""
+        if not self.prompt:
+            return self.response
+        return f"{self.prompt}\n{self.response}"
+
+
+def word_count(text: str) -> int:
+    """The cost of a text when no tokenizer is given."""
+    return len(text.split())
+
+
+class Pool(Sequence[Record]):
+    """An ordered, immutable collection of records with per-record group and cost.
+
+    ``costs`` are token counts under the pool's tokenizer, or word counts without one.
+    ``fingerprint`` is a content hash of every field that reaches a method, so two pools
+    with the same fingerprint give the same selection.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        costs: Sequence[int] | np.ndarray | None = None,
+        *,
+        response_costs: Sequence[int] | np.ndarray | None = None,
+        cost_unit: str = "words",
+        origin: dict[str, Any] | None = None,
+        skipped: Sequence[str] = (),
+    ) -> None:
+        self._records = list(records)
+        if costs is None:
+            costs = [word_count(r.text) for r in self._records]
+        if response_costs is None:
+            response_costs = [word_count(r.response) for r in self._records]
+        self.costs = np.asarray(costs, dtype=np.int64)
+        self.response_costs = np.asarray(response_costs, dtype=np.int64)
+        if len(self.costs) != len(self._records) or len(self.response_costs) != len(self._records):
+            raise ValueError("costs must have one entry per record")
+        self.cost_unit = cost_unit
+        self.origin = dict(origin or {})
+        self.skipped = list(skipped)
+        ids = [r.id for r in self._records]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
+            raise ValueError(f"record ids must be unique; '{dup}' appears more than once")
+        self._index = {rid: i for i, rid in enumerate(ids)}
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> Pool:
+        """A pool of raw texts with positional ids, for notebooks and tests."""
+        groups = list(groups) if groups is not None else [None] * len(texts)
+        records = [
+            Record(id=str(i), prompt="", response=t, group=g, raw={"text": t})
+            for i, (t, g) in enumerate(zip(texts, groups, strict=True))
+        ]
+        return cls(records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self._records[index]
+        return self._records[index]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._records)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self._records]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self._records]
+
+    @property
+    def groups(self) -> list[str | None]:
+        return [r.group for r in self._records]
+
+    def position(self, record_id: str) -> int:
+        """The index of a record id; KeyError names the id when it is not in the pool."""
+        try:
+            return self._index[record_id]
+        except KeyError:
+            raise KeyError(f"no record with id '{record_id}' in the pool") from None
+
+    def group_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Integer group code per record (-1 for no group) and the sorted group names."""
+        names = sorted({g for g in self.groups if g is not None})
+        lookup = {g: i for i, g in enumerate(names)}
+        codes = np.array([lookup.get(g, -1) if g is not None else -1 for g in self.groups])
+        return codes.astype(np.int32), names
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over ids, groups, prompts, responses, messages and costs, in order."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(self.cost_unit.encode())
+            for record, cost in zip(self._records, self.costs.tolist(), strict=True):
+                row = [record.id, record.group, record.prompt, record.response, record.messages, cost]
+                digest.update(json.dumps(row, ensure_ascii=False).encode())
+                digest.update(b"\n")
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint

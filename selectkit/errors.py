@@ -1,0 +1,49 @@
+"""Errors that tell the user what went wrong, where, and what to do about it."""
+
+from __future__ import annotations
+
+
+class SelectkitError(Exception):
+    """Base class of every error selectkit raises on purpose."""
+
+
+class RecordError(SelectkitError):
+    """A record that cannot be used: names the file, the line (or row) and the field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.path or "<records>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field is not None:
+            where += f": field '{self.field}'"
+        return f"{where}: {self.reason}"
+
+
+class FormatError(SelectkitError):
+    """A file whose format is unknown or unreadable as a whole."""
+
+
+class BudgetError(SelectkitError):
+    """A budget or constraint that cannot be met or makes no sense for the pool."""
+
+
+class ParamError(SelectkitError):
+    """A method, solver or parameter that does not exist or has a bad value."""
+
+
+class PluginError(SelectkitError):
+    """A plugin that could not be loaded or that broke the plugin contract."""

@@ -1,0 +1,94 @@
+"""The whole plugin contract of selectkit.
+
+A plugin is any module or object with functions named like the hooks below, decorated with
+``selectkit.hookimpl``. Install it with an entry point in the ``selectkit`` group::
+
+    [project.entry-points.selectkit]
+    my_method = "my_package.plugin"
+
+Registration hooks return lists of classes (the datasette style); loader hooks are
+``firstresult``: the first plugin that returns something other than ``None`` wins, so a plugin
+can teach selectkit a new file format, data source or tokenizer source without touching the core.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from selectkit.data.formats import Format, LoadOptions, RawRow
+    from selectkit.data.shapes import Shape
+    from selectkit.methods import Method
+    from selectkit.solvers.base import Solver
+
+hookspec = pluggy.HookspecMarker("selectkit")
+hookimpl = pluggy.HookimplMarker("selectkit")
+
+
+@hookspec
+def selectkit_register_methods() -> list[type[Method]]:
+    """Return the selection method classes this plugin provides.
+
+    Each class subclasses :class:`selectkit.methods.Method`, has a unique ``name`` (what users
+    pass to ``--method``), a ``Params`` dataclass, and an ``objective`` method that returns an
+    :class:`~selectkit.solvers.objectives.Objective` for the shared solver.
+    """
+
+
+@hookspec
+def selectkit_register_solvers() -> list[type[Solver]]:
+    """Return the solver classes this plugin provides.
+
+    Each class subclasses :class:`selectkit.solvers.base.Solver` and declares the objective
+    types it handles. Users choose one with ``--solver NAME``; otherwise the first registered
+    solver that accepts the objective is used.
+    """
+
+
+@hookspec
+def selectkit_register_formats() -> list[type[Format]]:
+    """Return file format classes (JSONL, Parquet, ...) that read rows from a path.
+
+    Each subclasses :class:`selectkit.data.formats.Format` with a ``name`` (``--format``) and
+    the file suffixes it recognizes.
+    """
+
+
+@hookspec
+def selectkit_register_shapes() -> list[type[Shape]]:
+    """Return record shape classes (alpaca, chat, ...) that turn a row into prompt and response.
+
+    Each subclasses :class:`selectkit.data.shapes.Shape` with a ``name`` (``--shape``) and a way
+    to recognize rows of its shape when the user does not name one.
+    """
+
+
+@hookspec(firstresult=True)
+def selectkit_load_records(source: str, options: LoadOptions) -> list[RawRow] | None:
+    """Read the rows of ``source``, or return ``None`` if this plugin does not handle it.
+
+    Implement this to support a new kind of source (a database, an object store, a bespoke
+    container). Rows carry their 1-based line or row number so errors can name them.
+    """
+
+
+@hookspec(firstresult=True)
+def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
+    """Return a Hugging Face tokenizer for ``spec``, or ``None`` if this plugin does not know it.
+
+    The built-in implementation reads local paths, the bundled offline model and (when online)
+    hub names. ``trust_remote_code`` is only ever true when the user asked for it.
+    """
+
+
+@hookspec
+def selectkit_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``selectkit`` command-line group.
+
+    Use ``@cli.command()`` inside the hook. Import heavy libraries inside the command, not at
+    module level, so ``selectkit --help`` stays fast.
+    """

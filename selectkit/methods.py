@@ -1,0 +1,51 @@
+"""The method contract: a selection method turns a pool (and maybe a target) into an Objective."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from selectkit.data.pool import Pool
+from selectkit.params import NoParams
+from selectkit.solvers.objectives import Objective
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run gives every method besides its parameters.
+
+    ``seed`` drives all randomness of the method; ``n_jobs`` bounds its parallelism (0 means
+    all cores); ``progress`` asks for progress bars on long work.
+    """
+
+    seed: int = 0
+    n_jobs: int = 0
+    progress: bool = False
+
+
+class Method(ABC):
+    """A data-selection method. Subclass it, set the class attributes and implement
+    :meth:`objective`; register the class through ``selectkit_register_methods``.
+
+    ``name`` is what users type after ``--method``. ``Params`` is a frozen dataclass whose fields
+    (with defaults and ``metadata={"help": ...}``) are the method's parameters.
+    ``needs_target`` says whether the method requires a target set.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+    needs_target: ClassVar[bool] = False
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Objective:
+        """Score the pool; the solver does the choosing."""
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
