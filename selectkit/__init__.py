@@ -1,3 +1,89 @@
-"""selectkit: choose which examples to fine-tune an LLM on."""
+"""selectkit: choose which examples to fine-tune an LLM on.
+
+The Python API in one import::
+
+    from selectkit import load_pool, select
+
+    pool = load_pool("pool.jsonl", group_field="source")
+    target = load_pool("target.jsonl")
+    selection = select(pool, "dsir", "5%", target=target, seed=0)
+
+Names are imported on first use, so ``import selectkit`` stays cheap for the CLI and plugins.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "select": "selectkit.api",
+    "load_pool": "selectkit.data.load",
+    "Pool": "selectkit.data.pool",
+    "Record": "selectkit.data.pool",
+    "hookimpl": "selectkit.hookspecs",
+    "Host": "selectkit.host",
+    "get_host": "selectkit.host",
+    "Context": "selectkit.methods",
+    "Method": "selectkit.methods",
+    "Selection": "selectkit.selection",
+    "Solution": "selectkit.solvers.base",
+    "Solver": "selectkit.solvers.base",
+    "Budget": "selectkit.solvers.budget",
+    "Constraints": "selectkit.solvers.budget",
+    "Quota": "selectkit.solvers.budget",
+    "LogWeights": "selectkit.solvers.objectives",
+    "Objective": "selectkit.solvers.objectives",
+    "Scores": "selectkit.solvers.objectives",
+    "Weights": "selectkit.solvers.objectives",
+}
+
+__all__ = [
+    "Budget",
+    "Constraints",
+    "Context",
+    "Host",
+    "LogWeights",
+    "Method",
+    "Objective",
+    "Pool",
+    "Quota",
+    "Record",
+    "Scores",
+    "Selection",
+    "Solution",
+    "Solver",
+    "Weights",
+    "__version__",
+    "get_host",
+    "hookimpl",
+    "load_pool",
+    "select",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'selectkit' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from selectkit.api import select
+    from selectkit.data.load import load_pool
+    from selectkit.data.pool import Pool, Record
+    from selectkit.hookspecs import hookimpl
+    from selectkit.host import Host, get_host
+    from selectkit.methods import Context, Method
+    from selectkit.selection import Selection
+    from selectkit.solvers.base import Solution, Solver
+    from selectkit.solvers.budget import Budget, Constraints, Quota
+    from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights

@@ -90,7 +90,9 @@ class Host:
             short = module_name.rsplit(".", 1)[-1]
             if short in self._blocked or module_name in self._blocked:
                 continue
-            self._register(module_name, lambda m=module_name: importlib.import_module(m), None, True)
+            self._register(
+                module_name, lambda m=module_name: importlib.import_module(m), None, True
+            )
         if entry_points:
             self._load_entry_points(only)
         self._check_pending()
@@ -172,11 +174,11 @@ class Host:
                     if not isinstance(cls, type) or not isinstance(name, str) or not name:
                         raise PluginError(f"returned {cls!r}, which is not a class with a name")
             except Exception as exc:  # a broken plugin must not take the host down
-                self._fail(plugin_name, f"selectkit_register_{kind}", exc)
+                self.record_failure(plugin_name, f"selectkit_register_{kind}", exc)
                 continue
             for cls in classes:
                 if cls.name in found and found[cls.name] is not cls:
-                    self._fail(
+                    self.record_failure(
                         plugin_name,
                         f"selectkit_register_{kind}",
                         PluginError(f"{kind[:-1]} name '{cls.name}' is already taken"),
@@ -221,9 +223,7 @@ class Host:
         try:
             plugin = load()
         except Exception as exc:
-            self.failures.append(
-                PluginFailure(name, dist_name, version, "import", _describe(exc))
-            )
+            self.failures.append(PluginFailure(name, dist_name, version, "import", _describe(exc)))
             return
         try:
             self.pm.register(plugin, name=name)
@@ -254,7 +254,7 @@ class Host:
                     )
                 )
 
-    def _fail(self, plugin_name: str, stage: str, exc: BaseException) -> None:
+    def record_failure(self, plugin_name: str, stage: str, exc: BaseException) -> None:
         info = self.plugins.get(plugin_name)
         self.failures.append(
             PluginFailure(

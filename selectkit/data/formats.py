@@ -1,4 +1,4 @@
-"""File formats: how rows come out of a file. Each format is a small class registered as a plugin."""
+"""File formats: how rows come out of a file. Each format is a small plugin-registered class."""
 
 from __future__ import annotations
 

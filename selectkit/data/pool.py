@@ -135,7 +135,14 @@ class Pool(Sequence[Record]):
             digest = hashlib.sha256()
             digest.update(self.cost_unit.encode())
             for record, cost in zip(self._records, self.costs.tolist(), strict=True):
-                row = [record.id, record.group, record.prompt, record.response, record.messages, cost]
+                row = [
+                    record.id,
+                    record.group,
+                    record.prompt,
+                    record.response,
+                    record.messages,
+                    cost,
+                ]
                 digest.update(json.dumps(row, ensure_ascii=False).encode())
                 digest.update(b"\n")
             self._fingerprint = digest.hexdigest()

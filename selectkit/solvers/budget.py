@@ -306,7 +306,9 @@ def _check_feasible(problem: Problem, weights: np.ndarray) -> None:
         )
     k = len(names)
     available = np.bincount(codes[eligible & (codes >= 0)], weights[eligible & (codes >= 0)], k)
-    forced = np.bincount(codes[problem.required & (codes >= 0)], weights[problem.required & (codes >= 0)], k)
+    forced = np.bincount(
+        codes[problem.required & (codes >= 0)], weights[problem.required & (codes >= 0)], k
+    )
     for g, name in enumerate(names):
         if available[g] < problem.group_min[g]:
             raise BudgetError(

@@ -1,0 +1,35 @@
+"""Random and longest-response selection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from selectkit.data.pool import Pool
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import LogWeights, Scores
+
+
+class Random(Method):
+    """Uniform sampling without replacement, seeded; quotas and budgets still apply.
+
+    Every record gets the same log-weight, so the solver's seeded Gumbel top-k draws a uniform
+    random subset that respects the constraints.
+    """
+
+    name = "random"
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> LogWeights:
+        return LogWeights(np.zeros(len(pool)), sample=True)
+
+
+class Longest(Method):
+    """The records with the longest responses (in the pool's cost unit: tokens or words).
+
+    A strong baseline for instruction tuning (Zhao et al. 2024, "Long Is More for Alignment").
+    Under a token budget the solver maximizes the total response length that fits.
+    """
+
+    name = "longest"
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
+        return Scores(pool.response_costs.astype(np.float64))

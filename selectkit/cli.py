@@ -1,0 +1,245 @@
+"""The ``selectkit`` command. Heavy libraries are imported inside commands, never at start-up."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from selectkit import __version__
+from selectkit.errors import SelectkitError
+from selectkit.host import Host, get_host
+
+
+class _Group(click.Group):
+    """Turns selectkit's own errors into one clear line and exit status 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SelectkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="selectkit")
+def cli() -> None:
+    """Choose which examples to fine-tune an LLM on."""
+
+
+def _pool_options(func):
+    """Options that say how to read the pool and target files."""
+    options = [
+        click.option("--format", "format_", help="File format (default: from the file name)."),
+        click.option("--shape", help="Record shape: alpaca, chat, prompt_completion, text."),
+        click.option("--text-field", help="Field holding the text of raw-text records."),
+        click.option("--id-field", default="id", show_default=True, help="Field with record ids."),
+        click.option(
+            "--field",
+            "field_map",
+            multiple=True,
+            metavar="ROLE=FIELD",
+            help="Read a shape's field from another (dotted) field, e.g. output=answer.",
+        ),
+        click.option("--skip-bad", is_flag=True, help="Skip malformed records and report them."),
+        click.option("--tokenizer", help="Count costs in tokens of this tokenizer (path or name)."),
+        click.option("--max-length", type=int, help="Truncate tokenized records to this length."),
+        click.option(
+            "--trust-remote-code", is_flag=True, help="Allow a tokenizer's own code to run."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load_options(kw: dict[str, Any], group_by: str | None):
+    from selectkit.data.formats import LoadOptions
+    from selectkit.params import parse_assignments
+
+    return LoadOptions(
+        format=kw["format_"],
+        shape=kw["shape"],
+        id_field=kw["id_field"],
+        group_field=group_by,
+        text_field=kw["text_field"],
+        field_map=parse_assignments(kw["field_map"]),
+        on_error="skip" if kw["skip_bad"] else "raise",
+        tokenizer=kw["tokenizer"],
+        max_length=kw["max_length"],
+        trust_remote_code=kw["trust_remote_code"],
+    )
+
+
+@cli.command("select")
+@click.option("--method", "-m", required=True, help="Selection method (see `selectkit plugins`).")
+@click.option("--pool", "pool_path", required=True, type=click.Path(exists=True), help="Pool file.")
+@click.option("--target", "target_path", type=click.Path(exists=True), help="Target examples.")
+@click.option("--budget", "-b", required=True, help="500 records, 5% of the pool, or 200000tok.")
+@click.option("--group-by", help="Field naming each record's group (dotted paths allowed).")
+@click.option("--quota", multiple=True, metavar="GROUP=MIN:MAX", help="Per-group bounds.")
+@click.option("--require", multiple=True, metavar="ID", help="Record id that must be selected.")
+@click.option("--exclude", multiple=True, metavar="ID", help="Record id that must not be.")
+@click.option("--param", "-p", multiple=True, metavar="KEY=VALUE", help="Method parameter.")
+@click.option("--solver", help="Solver name (default: the first that fits the objective).")
+@click.option("--solver-param", multiple=True, metavar="KEY=VALUE", help="Solver parameter.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for every random step.")
+@click.option("--jobs", "-j", default=0, show_default=True, type=int, help="Processes; 0 = all.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
+@click.option("--scores-out", type=click.Path(dir_okay=False), help="Per-record scores JSONL.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@_pool_options
+def select_command(**kw: Any) -> None:
+    """Select a budgeted subset of a pool and write it, with its manifest, to --out."""
+    from selectkit.api import select
+    from selectkit.data.load import load_pool
+    from selectkit.output import write_selection
+    from selectkit.params import parse_assignments
+    from selectkit.solvers.budget import Budget, Constraints
+
+    host = get_host()
+    budget = Budget.parse(kw["budget"])
+    constraints = Constraints.build(kw["quota"], kw["require"], kw["exclude"])
+    if kw["quota"] and not kw["group_by"]:
+        raise click.UsageError("--quota needs --group-by FIELD to know each record's group")
+    host.method(kw["method"])
+    if kw["solver"]:
+        host.solver(kw["solver"])
+    options = _load_options(kw, kw["group_by"])
+    pool = load_pool(kw["pool_path"], options, host=host)
+    target = None
+    if kw["target_path"]:
+        target = load_pool(kw["target_path"], _load_options(kw, None), host=host)
+    _report_skipped(kw["pool_path"], pool, kw["quiet"])
+    if target is not None:
+        _report_skipped(kw["target_path"], target, kw["quiet"])
+    selection = select(
+        pool,
+        kw["method"],
+        budget,
+        target=target,
+        constraints=constraints,
+        params=parse_assignments(kw["param"]),
+        seed=kw["seed"],
+        solver=kw["solver"],
+        solver_params=parse_assignments(kw["solver_param"]),
+        n_jobs=kw["jobs"],
+        progress=not kw["quiet"],
+        host=host,
+    )
+    selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
+    written = write_selection(selection, pool, kw["out"], scores_out=kw["scores_out"])
+    if not kw["quiet"]:
+        _print_summary(selection, pool, written)
+
+
+def _report_skipped(path: str, pool, quiet: bool) -> None:
+    if pool.skipped and not quiet:
+        click.echo(f"{path}: skipped {len(pool.skipped)} bad record(s); first: {pool.skipped[0]}")
+
+
+def _print_summary(selection, pool, written: list[Path]) -> None:
+    sol = selection.solution
+    unit = pool.cost_unit
+    cost = selection.manifest["selection"]["cost"]
+    click.echo(
+        f"selected {len(selection)} of {len(pool)} records ({cost} {unit}) "
+        f"with {selection.manifest['method']['name']} / solver {sol.solver} ({sol.status})"
+    )
+    if sol.gap is not None:
+        click.echo(f"objective {sol.objective:.6g}, bound {sol.bound:.6g}, gap {sol.gap:.3%}")
+    shares = selection.group_shares(pool)
+    if any(group is not None for group in shares):
+        top = ", ".join(f"{g}: {s:.1%}" for g, s in list(shares.items())[:8])
+        click.echo(f"groups: {top}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json: bool) -> None:
+    """List loaded plugins, what each provides, and plugins that failed to load."""
+    host = get_host()
+    host.warm()
+    listing = plugin_listing(host)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for plugin in listing["plugins"]:
+        origin = (
+            "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
+        )
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(plugin["provides"].items()))
+        click.echo(f"{plugin['name']:<28} {origin:<22} {provides}")
+    for failure in listing["failures"]:
+        click.echo(
+            f"FAILED {failure['name']} ({failure['distribution']} {failure['version']}) "
+            f"at {failure['stage']}: {failure['error']}",
+            err=True,
+        )
+
+
+def plugin_listing(host: Host) -> dict[str, Any]:
+    """Plugins with distribution, version and what they provide, plus failures."""
+    return {
+        "plugins": [
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "builtin": info.builtin,
+                "provides": {k: sorted(v) for k, v in info.provides.items()},
+            }
+            for info in host.plugins.values()
+        ],
+        "failures": [vars(f) for f in host.failures],
+    }
+
+
+@cli.command("methods")
+@click.argument("name", required=False)
+def methods_command(name: str | None) -> None:
+    """List selection methods, or show one method's parameters."""
+    from selectkit.params import describe_params
+
+    host = get_host()
+    names = [name] if name else sorted(host.methods)
+    for method_name in names:
+        method_cls = host.method(method_name)
+        target = " (needs --target)" if method_cls.needs_target else ""
+        click.echo(f"{method_name}{target}: {method_cls.summary()}")
+        if name:
+            for row in describe_params(method_cls.Params):
+                click.echo(
+                    f"  {row['name']} ({row['type']}, default {row['default']}): {row['help']}"
+                )
+
+
+@cli.command("demo")
+@click.option("--out", "out_dir", default="selectkit-demo", show_default=True, type=click.Path())
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--per-family", default=300, show_default=True, type=int, help="Pool records each.")
+def demo_command(out_dir: str, seed: int, per_family: int) -> None:
+    """Targeted selection on a generated instruction pool: DSIR against the baselines."""
+    from selectkit.demo import run_demo
+
+    run_demo(Path(out_dir), seed=seed, per_family=per_family, echo=click.echo)
+
+
+def _register_plugin_commands(group: click.Group, host: Host) -> None:
+    """Let each plugin add subcommands; a plugin that fails here is recorded, not fatal."""
+    for impl in host.hook.selectkit_register_commands.get_hookimpls():
+        try:
+            impl.function(cli=group)
+        except Exception as exc:
+            host.record_failure(impl.plugin_name, "selectkit_register_commands", exc)
+
+
+def main() -> None:
+    _register_plugin_commands(cli, get_host())
+    cli()

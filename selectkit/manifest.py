@@ -1,0 +1,131 @@
+"""The manifest written beside every selection: enough to audit it and to reproduce it."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from selectkit import __version__
+from selectkit.data.pool import Pool
+from selectkit.host import Host
+from selectkit.methods import Method
+from selectkit.params import params_to_dict
+from selectkit.solvers.base import Solution
+from selectkit.solvers.budget import Budget, Constraints, Problem
+from selectkit.solvers.objectives import Objective
+
+MANIFEST_VERSION = 1
+
+
+def build_manifest(
+    *,
+    host: Host,
+    method: Method,
+    pool: Pool,
+    target: Pool | None,
+    budget: Budget,
+    constraints: Constraints,
+    problem: Problem,
+    objective: Objective,
+    solution: Solution,
+    indices: np.ndarray,
+    ids: list[str],
+    weights: np.ndarray | None,
+    seed: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """A JSON-ready description of one selection run."""
+    selected_cost = int(pool.costs[indices].sum()) if len(indices) else 0
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "method": {
+            "name": method.name,
+            "params": params_to_dict(method.params),
+            "plugin": _plugin_of(host, method.name),
+        },
+        "objective": type(objective).__name__,
+        "seed": seed,
+        "budget": {"spec": str(budget), "unit": problem.unit, "limit": problem.limit},
+        "constraints": {
+            "quotas": {name: str(q) for name, q in sorted(constraints.quotas.items())},
+            "required": sorted(constraints.required),
+            "excluded": sorted(constraints.excluded),
+        },
+        "solver": {
+            "name": solution.solver,
+            "status": solution.status,
+            "objective": solution.objective,
+            "bound": solution.bound,
+            "gap": solution.gap,
+            "used": solution.used,
+            "details": solution.details,
+        },
+        "pool": _describe_pool(pool),
+        "target": _describe_pool(target) if target is not None else None,
+        "selection": {
+            "count": len(indices),
+            "cost": selected_cost,
+            "cost_unit": pool.cost_unit,
+            "indices": indices.tolist(),
+            "ids": ids,
+            "scores": objective.values[indices],
+            "weights": weights,
+        },
+        "versions": _versions(),
+        "timings_s": {key: round(value, 6) for key, value in timings.items()},
+    }
+    return jsonable(manifest)
+
+
+def _describe_pool(pool: Pool) -> dict[str, Any]:
+    return {
+        "fingerprint": pool.fingerprint,
+        "records": len(pool),
+        "skipped": len(pool.skipped),
+        "cost_unit": pool.cost_unit,
+        "origin": pool.origin,
+    }
+
+
+def _plugin_of(host: Host, method_name: str) -> dict[str, Any] | None:
+    for info in host.plugins.values():
+        if method_name in info.provides.get("methods", []):
+            return {"name": info.name, "distribution": info.distribution, "version": info.version}
+    return None
+
+
+def _versions() -> dict[str, str]:
+    versions = {
+        "selectkit": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+    }
+    for dist in ("pluggy", "cvxpy", "torch", "transformers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON only: numpy values become Python ones, non-finite floats become null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,45 @@
+"""The result of a selection run: what was chosen, why, and everything needed to redo it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from selectkit.data.pool import Pool, Record
+from selectkit.solvers.base import Solution
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Selected pool positions in selection order, with their ids and weights.
+
+    ``scores`` holds the objective value of every pool record (aligned with the pool), so
+    selections of different methods can be compared on the same records. ``weights`` is set when
+    the method produces per-record training weights; it is aligned with ``indices``.
+    ``manifest`` records the configuration, versions, seed, fingerprints and timings.
+    """
+
+    indices: np.ndarray
+    ids: list[str]
+    scores: np.ndarray
+    weights: np.ndarray | None
+    solution: Solution
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def records(self, pool: Pool) -> list[Record]:
+        """The selected records of ``pool``, in selection order."""
+        if pool.fingerprint != self.manifest["pool"]["fingerprint"]:
+            raise ValueError("this selection was made on a different pool (fingerprints differ)")
+        return [pool[i] for i in self.indices.tolist()]
+
+    def group_shares(self, pool: Pool) -> dict[str | None, float]:
+        """Fraction of the selected records from each group."""
+        counts = Counter(pool[i].group for i in self.indices.tolist())
+        total = sum(counts.values())
+        return {group: count / total for group, count in counts.most_common()}

@@ -1,0 +1,138 @@
+"""select(): the path the CLI and Python share — checks, objective, solver, manifest, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from selectkit import Constraints, Context, Host, Method, Pool, Scores, hookimpl, select
+from selectkit.errors import BudgetError, ParamError
+from selectkit.output import write_selection
+
+
+def _pool(n=40):
+    groups = ["even" if i % 2 == 0 else "odd" for i in range(n)]
+    return Pool.from_texts([" ".join(["w"] * (1 + i % 7)) for i in range(n)], groups)
+
+
+def test_random_is_seeded_and_respects_quotas():
+    pool = _pool()
+    quota = Constraints.build({"even": "3:3"})
+    first = select(pool, "random", 10, constraints=quota, seed=1)
+    again = select(pool, "random", 10, constraints=quota, seed=1)
+    other = select(pool, "random", 10, constraints=quota, seed=2)
+    assert first.indices.tolist() == again.indices.tolist()
+    assert first.indices.tolist() != other.indices.tolist()
+    assert sum(pool[i].group == "even" for i in first.indices) == 3
+    assert len(set(first.indices.tolist())) == 10
+
+
+def test_longest_takes_the_longest_responses_ties_by_position():
+    pool = _pool(14)
+    selection = select(pool, "longest", 3)
+    assert selection.indices.tolist() == [6, 13, 5]
+    assert selection.solution.status == "optimal"
+
+
+def test_manifest_records_configuration_and_fingerprints():
+    pool = _pool()
+    selection = select(pool, "longest", "10%", constraints=Constraints.build({"odd": ":1"}), seed=7)
+    manifest = selection.manifest
+    assert manifest["seed"] == 7
+    assert manifest["method"]["name"] == "longest"
+    assert manifest["budget"] == {"spec": "10%", "unit": "items", "limit": 4}
+    assert manifest["constraints"]["quotas"] == {"odd": ":1"}
+    assert manifest["pool"]["fingerprint"] == pool.fingerprint
+    assert manifest["selection"]["ids"] == selection.ids
+    assert manifest["versions"]["selectkit"]
+    json.dumps(manifest, allow_nan=False)
+
+
+def test_method_needing_a_target_fails_before_work():
+    with pytest.raises(ParamError, match="needs a target"):
+        select(_pool(), "dsir", 5)
+
+
+def test_infeasible_budget_fails_before_the_method_runs():
+    calls = []
+
+    class Spy(Method):
+        name = "spy"
+
+        def objective(self, pool, target, context: Context):
+            calls.append(1)
+            return Scores(np.zeros(len(pool)))
+
+    class SpyPlugin:
+        @hookimpl
+        def selectkit_register_methods(self):
+            return [Spy]
+
+    host = Host.from_env()
+    host.register(SpyPlugin(), name="spy")
+    with pytest.raises(BudgetError):
+        select(_pool(), "spy", 100, host=host)
+    assert calls == []
+
+
+def test_method_returning_wrong_length_is_named():
+    class Short(Method):
+        name = "short"
+
+        def objective(self, pool, target, context: Context):
+            return Scores(np.zeros(len(pool) - 1))
+
+    class ShortPlugin:
+        @hookimpl
+        def selectkit_register_methods(self):
+            return [Short]
+
+    host = Host.from_env()
+    host.register(ShortPlugin(), name="short")
+    with pytest.raises(ParamError, match="method 'short' returned 39 values for a pool of 40"):
+        select(_pool(), "short", 3, host=host)
+
+
+def test_write_selection_writes_records_manifest_and_scores(tmp_path):
+    pool = _pool()
+    selection = select(pool, "longest", 5)
+    written = write_selection(
+        selection, pool, tmp_path / "picked.jsonl", scores_out=tmp_path / "scores.jsonl"
+    )
+    assert [p.name for p in written] == ["picked.jsonl", "scores.jsonl", "picked.manifest.json"]
+    rows = [json.loads(line) for line in (tmp_path / "picked.jsonl").read_text().splitlines()]
+    assert rows == [pool[i].raw for i in selection.indices]
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == len(pool) and scores[3] == {
+        "index": 3,
+        "id": "3",
+        "group": "odd",
+        "score": 4.0,
+    }
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    pool = _pool()
+    selection = select(pool, "longest", 5)
+    out = tmp_path / "picked.jsonl"
+    real_dumps = json.dumps
+    calls = {"n": 0}
+
+    def failing_dumps(obj, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", failing_dumps)
+    with pytest.raises(OSError, match="disk full"):
+        write_selection(selection, pool, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_selection_records_refuse_another_pool():
+    selection = select(_pool(), "longest", 2)
+    with pytest.raises(ValueError, match="different pool"):
+        selection.records(_pool(12))
