@@ -85,7 +85,7 @@ def _plot_scores(selection: Selection, pool: Pool, path: Path) -> Path:
     families = sorted(set(pool.groups), key=lambda g: -np.median(selection.scores[groups == g]))
     data = [selection.scores[groups == family] for family in families]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    boxes = ax.boxplot(data, vert=False, patch_artist=True)
+    boxes = ax.boxplot(data, orientation="horizontal", patch_artist=True)
     ax.set_yticks(range(1, len(families) + 1), families)
     for box, family in zip(boxes["boxes"], families, strict=True):
         box.set_facecolor("tab:orange" if family == TARGET_FAMILY else "lightgray")

