@@ -68,11 +68,14 @@ def selectkit_register_shapes() -> list[type[Shape]]:
 
 
 @hookspec(firstresult=True)
-def selectkit_load_records(source: str, options: LoadOptions) -> list[RawRow] | None:
+def selectkit_load_records(
+    source: str, options: LoadOptions, formats: dict[str, type[Format]]
+) -> list[RawRow] | None:
     """Read the rows of ``source``, or return ``None`` if this plugin does not handle it.
 
     Implement this to support a new kind of source (a database, an object store, a bespoke
     container). Rows carry their 1-based line or row number so errors can name them.
+    ``formats`` are the registered file formats by name, for sources that hold files.
     """
 
 

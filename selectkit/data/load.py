@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from selectkit.data.fields import MISSING, field_names, get_field, is_empty, text_value
 from selectkit.data.formats import LoadOptions, RawRow
 from selectkit.data.pool import Pool, Record
-from selectkit.data.readers import ACTIVE_HOST, Rows
+from selectkit.data.readers import Rows
 from selectkit.data.shapes import Shape, detect_shape
 from selectkit.errors import FormatError, ParamError, RecordError
 
@@ -48,11 +48,7 @@ def load_pool(
     host = _host(host)
     options = _options(options, option_overrides, host)
     label = os.fspath(source)
-    token = ACTIVE_HOST.set(host)
-    try:
-        rows = host.hook.selectkit_load_records(source=label, options=options)
-    finally:
-        ACTIVE_HOST.reset(token)
+    rows = host.hook.selectkit_load_records(source=label, options=options, formats=host.formats)
     if rows is None:
         raise FormatError(f"no reader for {label}: it is not a local file and no plugin reads it")
     path = getattr(rows, "path", None) or label

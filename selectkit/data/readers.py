@@ -15,7 +15,6 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from selectkit.errors import FormatError, RecordError
 from selectkit.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from selectkit.host import Host
+    pass
 
 
 class Rows(list[RawRow]):
@@ -46,11 +45,6 @@ class Rows(list[RawRow]):
         self.path = path
         self.format = format
         self.errors = list(errors or [])
-
-
-#: The host whose formats the built-in loader chooses from; set by ``load_pool`` so that a
-#: host built for a test or a notebook is used instead of the process-wide one.
-ACTIVE_HOST: ContextVar[Host | None] = ContextVar("selectkit_active_host", default=None)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -468,10 +462,9 @@ def read_rows(path: Path, options: LoadOptions, formats: dict[str, type[Format]]
 
 
 @hookimpl(trylast=True)
-def selectkit_load_records(source: str, options: LoadOptions) -> list[RawRow] | None:
+def selectkit_load_records(
+    source: str, options: LoadOptions, formats: dict[str, type[Format]]
+) -> list[RawRow] | None:
     """Read a local file or directory with the first registered format that fits it."""
-    from selectkit.host import get_host
-
-    host = ACTIVE_HOST.get() or get_host()
     path = Path(os.path.expanduser(source))
-    return read_rows(path, options, host.formats)
+    return read_rows(path, options, formats)
