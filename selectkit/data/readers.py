@@ -16,14 +16,11 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from selectkit.data.formats import Format, LoadOptions, OnError, RawRow
 from selectkit.errors import FormatError, RecordError
 from selectkit.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    pass
 
 
 class Rows(list[RawRow]):
