@@ -98,7 +98,7 @@ def select_command(**kw: Any) -> None:
     from selectkit.api import select
     from selectkit.data.load import load_pool
     from selectkit.output import write_selection
-    from selectkit.params import parse_assignments
+    from selectkit.params import build_params, parse_assignments
     from selectkit.solvers.budget import Budget, Constraints
 
     host = get_host()
@@ -106,7 +106,12 @@ def select_command(**kw: Any) -> None:
     constraints = Constraints.build(kw["quota"], kw["require"], kw["exclude"])
     if kw["quota"] and not kw["group_by"]:
         raise click.UsageError("--quota needs --group-by FIELD to know each record's group")
-    host.method(kw["method"])
+    method_cls = host.method(kw["method"])
+    method = method_cls(
+        build_params(method_cls.Params, parse_assignments(kw["param"]), f"method '{kw['method']}'")
+    )
+    if method.needs_target and not kw["target_path"]:
+        raise click.UsageError(f"method '{method.name}' needs --target FILE")
     if kw["solver"]:
         host.solver(kw["solver"])
     options = _load_options(kw, kw["group_by"])
@@ -119,11 +124,10 @@ def select_command(**kw: Any) -> None:
         _report_skipped(kw["target_path"], target, kw["quiet"])
     selection = select(
         pool,
-        kw["method"],
+        method,
         budget,
         target=target,
         constraints=constraints,
-        params=parse_assignments(kw["param"]),
         seed=kw["seed"],
         solver=kw["solver"],
         solver_params=parse_assignments(kw["solver_param"]),

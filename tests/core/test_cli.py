@@ -182,3 +182,15 @@ def test_model_free_select_imports_no_torch(pool_file, tmp_path):
     ).stdout
     assert "HEAVY []" in output
     assert (tmp_path / "o.jsonl").exists()
+
+
+def test_method_and_params_are_checked_before_the_pool_is_read(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("this is not json\n")
+    out = tmp_path / "o.jsonl"
+    bad_param = _run(
+        "select", "-m", "dsir", "--pool", broken, "-b", "1", "-p", "buckets=3", "-o", out
+    )
+    assert bad_param.exit_code == 2 and "has no parameter ['buckets']" in bad_param.output
+    no_target = _run("select", "-m", "dsir", "--pool", broken, "-b", "1", "-o", out)
+    assert no_target.exit_code == 2 and "needs --target FILE" in no_target.output
