@@ -17,7 +17,7 @@ from selectkit.data.synthetic import make_records
 from selectkit.output import atomic_writer, write_selection
 from selectkit.selection import Selection
 
-TARGET_FAMILY = "arithmetic"
+TARGET_FAMILY = "units"
 METHODS = (("dsir", {"sample": "false"}), ("dsir", {}), ("random", {}), ("longest", {}))
 
 
@@ -46,7 +46,7 @@ def run_demo(
         f"target: {len(target)} '{TARGET_FAMILY}' examples; budget {budget}"
     )
     random_share = pool.groups.count(TARGET_FAMILY) / len(pool)
-    echo(f"{'method':<22}{'target share':>14}{'vs random':>11}{'cost':>9}{'time':>9}")
+    echo(f"{'method':<22}{'target share':>14}{'vs random':>11}{'selected':>16}{'time':>9}")
     results: dict[str, Selection] = {}
     for name, params in METHODS:
         label = name + (
@@ -59,7 +59,7 @@ def run_demo(
         cost = selection.manifest["selection"]["cost"]
         echo(
             f"{label:<22}{share:>13.1%}{share / random_share:>10.1f}x"
-            f"{cost:>6} {pool.cost_unit[:3]}{elapsed:>8.2f}s"
+            f"{cost:>10,} {pool.cost_unit:<5}{elapsed:>8.2f}s"
         )
         write_selection(selection, pool, out_dir / f"{label}.jsonl")
         results[label] = selection
@@ -85,7 +85,9 @@ def _plot_scores(selection: Selection, pool: Pool, path: Path) -> Path:
     families = sorted(set(pool.groups), key=lambda g: -np.median(selection.scores[groups == g]))
     data = [selection.scores[groups == family] for family in families]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    boxes = ax.boxplot(data, orientation="horizontal", patch_artist=True)
+    boxes = ax.boxplot(
+        data, orientation="horizontal", patch_artist=True, medianprops={"color": "black"}
+    )
     ax.set_yticks(range(1, len(families) + 1), families)
     for box, family in zip(boxes["boxes"], families, strict=True):
         box.set_facecolor("tab:orange" if family == TARGET_FAMILY else "lightgray")

@@ -18,9 +18,10 @@ def test_demo_selects_the_target_family_and_writes_outputs(tmp_path):
         records = [json.loads(x) for x in (tmp_path / f"{label}.jsonl").read_text().splitlines()]
         shares[label] = sum(r["family"] == TARGET_FAMILY for r in records) / len(records)
         assert (tmp_path / f"{label}.manifest.json").exists()
-    # Measured: deterministic DSIR picks only arithmetic problems (share 1.0); random ~0.1.
+    # Measured: DSIR picks only unit conversions (share 1.0); random 0.1; longest 0.
     assert shares["dsir(sample=false)"] >= 0.9
     assert shares["dsir(sample=false)"] > 3 * shares["random"]
+    assert shares["dsir(sample=false)"] > shares["longest"]
     assert (tmp_path / "dsir_scores_by_family.png").stat().st_size > 10_000
     assert any("target share" in line for line in lines)
 
