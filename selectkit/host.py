@@ -164,6 +164,8 @@ class Host:
         raising or returning junk is reported and the others still count."""
         caller = getattr(self.pm.hook, f"selectkit_register_{kind}")
         found: dict[str, type] = {}
+        for info in self.plugins.values():
+            info.provides.pop(kind, None)
         # get_hookimpls() lists plugins in registration order: built-ins, then entry points.
         for impl in caller.get_hookimpls():
             plugin_name = impl.plugin_name

@@ -55,6 +55,9 @@ def test_registered_object_is_selectable():
     assert selection.ids == ["1", "2"]
     assert selection.manifest["method"]["params"] == {"power": 2.0}
     assert selection.manifest["method"]["plugin"]["name"] == "shortest-plugin"
+    host.register(ShortestPlugin(), name="second-copy")
+    host.warm()
+    assert host.plugins["dsir"].provides == {"methods": ["dsir"]}
 
 
 def test_unknown_method_lists_the_known_ones():
