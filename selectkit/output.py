@@ -35,10 +35,9 @@ def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[
 
 
 def manifest_path(out: str | os.PathLike) -> Path:
-    """``picked.jsonl`` -> ``picked.manifest.json``, beside it."""
+    """``picked.jsonl`` -> ``picked.manifest.json``, beside it (only the last suffix goes)."""
     out = Path(out)
-    stem = out.name.split(".", 1)[0] if not out.name.startswith(".") else out.name
-    return out.with_name(f"{stem}.manifest.json")
+    return out.with_name(f"{out.stem}.manifest.json")
 
 
 def write_selection(

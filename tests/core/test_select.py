@@ -136,3 +136,11 @@ def test_selection_records_refuse_another_pool():
     selection = select(_pool(), "longest", 2)
     with pytest.raises(ValueError, match="different pool"):
         selection.records(_pool(12))
+
+
+def test_manifest_sits_beside_the_output():
+    from selectkit.output import manifest_path
+
+    assert manifest_path("out/picked.jsonl").as_posix() == "out/picked.manifest.json"
+    assert manifest_path("run.v2.jsonl").name == "run.v2.manifest.json"
+    assert manifest_path("picked").name == "picked.manifest.json"
