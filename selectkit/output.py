@@ -48,27 +48,28 @@ def write_selection(
     scores_out: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write the selected records unchanged (JSONL, selection order), the manifest beside
-    them and, if asked, one score line per pool record. Returns the paths written."""
+    them and, if asked, one score line per pool record. Returns the paths written.
+
+    Every file is written to a temporary name first and renamed only once all are complete,
+    so a failure leaves none of them behind.
+    """
     records = selection.records(pool)
-    written = []
-    manifest_file = manifest_path(out)
-    with atomic_writer(out) as handle:
+    paths = [Path(out), *([Path(scores_out)] if scores_out is not None else [])]
+    paths.append(manifest_path(out))
+    manifest = dict(selection.manifest)
+    manifest["outputs"] = {"records": str(out), "scores": str(scores_out) if scores_out else None}
+    with contextlib.ExitStack() as stack:
+        # Entered in reverse so the renames run records first and the manifest last.
+        handles = [stack.enter_context(atomic_writer(path)) for path in reversed(paths)][::-1]
         for record in records:
-            handle.write(json.dumps(record.raw, ensure_ascii=False) + "\n")
-    written.append(Path(out))
-    if scores_out is not None:
-        with atomic_writer(scores_out) as handle:
+            handles[0].write(json.dumps(record.raw, ensure_ascii=False) + "\n")
+        if scores_out is not None:
             for index, (record, score) in enumerate(
                 zip(pool, selection.scores.tolist(), strict=True)
             ):
                 row = {"index": index, "id": record.id, "group": record.group}
                 row["score"] = jsonable(score)
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        written.append(Path(scores_out))
-    manifest = dict(selection.manifest)
-    manifest["outputs"] = {"records": str(out), "scores": str(scores_out) if scores_out else None}
-    with atomic_writer(manifest_file) as handle:
-        json.dump(manifest, handle, indent=2, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
-    written.append(manifest_file)
-    return written
+                handles[1].write(json.dumps(row, ensure_ascii=False) + "\n")
+        json.dump(manifest, handles[-1], indent=2, ensure_ascii=False, allow_nan=False)
+        handles[-1].write("\n")
+    return paths

@@ -144,3 +144,16 @@ def test_manifest_sits_beside_the_output():
     assert manifest_path("out/picked.jsonl").as_posix() == "out/picked.manifest.json"
     assert manifest_path("run.v2.jsonl").name == "run.v2.manifest.json"
     assert manifest_path("picked").name == "picked.manifest.json"
+
+
+def test_failed_manifest_leaves_no_records_file_either(tmp_path, monkeypatch):
+    pool = _pool()
+    selection = select(pool, "longest", 5)
+
+    def failing_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", failing_dump)
+    with pytest.raises(OSError, match="disk full"):
+        write_selection(selection, pool, tmp_path / "picked.jsonl", scores_out=tmp_path / "s.jsonl")
+    assert list(tmp_path.iterdir()) == []
