@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"(scoring alone {scoring_s:.2f} s)"
                 )
                 print(
-                    f"      speed {ratio:5.1f}x (target >= {SPEED_TARGET:.0f}x) "
+                    f"      speed {ratio:6.2f}x (target >= {SPEED_TARGET:.0f}x) "
                     f"{verdict(ratio >= SPEED_TARGET)}   top-k overlap {overlap:.3f} "
                     f"(target >= {OVERLAP_TARGET}) {verdict(overlap >= OVERLAP_TARGET)}"
                 )
