@@ -179,6 +179,7 @@ def plugins_command(as_json: bool) -> None:
             "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
         )
         provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(plugin["provides"].items()))
+        provides = provides or "hooks: " + ", ".join(plugin["hooks"])
         click.echo(f"{plugin['name']:<28} {origin:<22} {provides}")
     for failure in listing["failures"]:
         click.echo(
@@ -198,6 +199,9 @@ def plugin_listing(host: Host) -> dict[str, Any]:
                 "version": info.version,
                 "builtin": info.builtin,
                 "provides": {k: sorted(v) for k, v in info.provides.items()},
+                "hooks": sorted(
+                    caller.name for caller in host.pm.get_hookcallers(host.pm.get_plugin(info.name))
+                ),
             }
             for info in host.plugins.values()
         ],

@@ -60,6 +60,10 @@ def test_installed_plugin_is_listed_with_its_version(plugin_env):
     assert plugins["keyword"]["distribution"] == "selectkit-keyword"
     assert plugins["keyword"]["version"] == "0.2.0"
     assert plugins["keyword"]["provides"] == {"methods": ["keyword"]}
+    assert plugins["keyword"]["hooks"] == [
+        "selectkit_register_commands",
+        "selectkit_register_methods",
+    ]
     assert {"random", "longest"} <= set(plugins["baselines"]["provides"]["methods"])
     (failure,) = listing["failures"]
     assert failure["name"] == "broken" and failure["distribution"] == "selectkit-broken"
