@@ -174,13 +174,14 @@ def plugins_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(listing, indent=2))
         return
+    width = max([28, *(len(p["name"]) for p in listing["plugins"])])
     for plugin in listing["plugins"]:
         origin = (
             "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
         )
         provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(plugin["provides"].items()))
         provides = provides or "hooks: " + ", ".join(plugin["hooks"])
-        click.echo(f"{plugin['name']:<28} {origin:<22} {provides}")
+        click.echo(f"{plugin['name']:<{width}} {origin:<22} {provides}")
     for failure in listing["failures"]:
         click.echo(
             f"FAILED {failure['name']} ({failure['distribution']} {failure['version']}) "

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from selectkit.data.formats import Format, LoadOptions, RawRow
     from selectkit.data.shapes import Shape
+    from selectkit.features.projectors import Projector
     from selectkit.methods import Method
     from selectkit.solvers.base import Solver
 
@@ -64,6 +65,17 @@ def selectkit_register_shapes() -> list[type[Shape]]:
 
     Each subclasses :class:`selectkit.data.shapes.Shape` with a ``name`` (``--shape``) and a way
     to recognize rows of its shape when the user does not name one.
+    """
+
+
+@hookspec
+def selectkit_register_projectors() -> list[type[Projector]]:
+    """Return random projector classes that shrink per-example gradients to a few thousand dims.
+
+    Each subclasses :class:`selectkit.features.projectors.Projector` with a ``name`` and is
+    built from ``(input_dim, output_dim, seed, device, dtype)``; the same seed must give the same
+    projection on any machine, device and shard. Import torch inside the class, not at module
+    level, so ``selectkit --help`` stays fast.
     """
 
 

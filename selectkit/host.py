@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "selectkit.data.shapes",
     "selectkit.data.tokenizers",
     "selectkit.solvers.builtin",
+    "selectkit.features.projectors",
 )
 
 
@@ -66,7 +67,7 @@ def _env_list(name: str) -> set[str] | None:
 
 
 class Host:
-    """Loads plugins and answers which methods, solvers, formats and shapes exist."""
+    """Loads plugins and answers which methods, solvers, formats, shapes and projectors exist."""
 
     def __init__(
         self,
@@ -139,11 +140,18 @@ class Host:
     def shapes(self) -> dict[str, type]:
         return self._registry("shapes")
 
+    @property
+    def projectors(self) -> dict[str, type]:
+        return self._registry("projectors")
+
     def method(self, name: str) -> type:
         return self._lookup("methods", name, "method")
 
     def solver(self, name: str) -> type:
         return self._lookup("solvers", name, "solver")
+
+    def projector(self, name: str) -> type:
+        return self._lookup("projectors", name, "projector")
 
     def _lookup(self, kind: str, name: str, label: str) -> type:
         registry = self._registry(kind)
@@ -194,7 +202,7 @@ class Host:
 
     def warm(self) -> None:
         """Collect every registry now, so listings show what each plugin provides."""
-        for kind in ("methods", "solvers", "formats", "shapes"):
+        for kind in ("methods", "solvers", "formats", "shapes", "projectors"):
             self._registry(kind)
 
     # -- loading ------------------------------------------------------------------------
