@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from selectkit.errors import ParamError
@@ -53,7 +54,7 @@ def _generator(kind: str, seed: int, block: int) -> torch.Generator:
     return gen
 
 
-class Projector:
+class Projector(ABC):
     """A random linear map from ``input_dim`` to ``output_dim`` dimensions.
 
     ``project(x)`` takes ``x`` of shape ``(batch, input_dim)`` on any device and returns
@@ -112,8 +113,9 @@ class Projector:
             raise ParamError(f"{self.name} projector: input must be floating point, got {x.dtype}")
         return self._project(x.to(self.dtype))
 
+    @abstractmethod
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``x @ P`` for a validated batch already in ``self.dtype``."""
 
     def matrix(self) -> torch.Tensor:
         """The whole ``(input_dim, output_dim)`` matrix on the CPU (tests and small sizes)."""
