@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from selectkit.data.shapes import Shape
     from selectkit.features.projectors import Projector
     from selectkit.methods import Method
+    from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.solvers.base import Solver
 
 hookspec = pluggy.HookspecMarker("selectkit")
@@ -97,6 +98,17 @@ def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
 
     The built-in implementation reads local paths, the bundled offline model and (when online)
     hub names. ``trust_remote_code`` is only ever true when the user asked for it.
+    """
+
+
+@hookspec(firstresult=True)
+def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None:
+    """Return a :class:`~selectkit.models.loading.LoadedModel` (a causal LM and its tokenizer)
+    for ``spec``, or ``None`` if this plugin does not know it.
+
+    The built-in implementation knows local folders, hub names (when online), ``smollm2`` (the
+    bundled offline model) and ``tiny-llama`` / ``tiny-gpt2``. Honour ``options.dtype`` and
+    ``options.trust_remote_code``; the host moves the model to ``options.device`` afterwards.
     """
 
 

@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "selectkit.data.tokenizers",
     "selectkit.solvers.builtin",
     "selectkit.features.projectors",
+    "selectkit.models.loading",
 )
 
 

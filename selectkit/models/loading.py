@@ -1,0 +1,144 @@
+"""The built-in ``selectkit_load_model`` hook: tiny models, the bundled SmolLM2, local paths and
+hub names; and :func:`load_model`, which asks the plugins and places the model on its device.
+
+transformers and torch are imported inside functions so that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from selectkit.data.tokenizers import (
+    SMOLLM2,
+    SMOLLM2_GGUF,
+    looks_like_hub_name,
+    smollm2_directory,
+)
+from selectkit.errors import ParamError
+from selectkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import torch
+
+    from selectkit.host import Host
+
+DTYPES = ("float32", "bfloat16", "float16")
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model: ``device`` is ``auto`` (cuda when available, else cpu), ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps``; ``dtype`` the weights' dtype."""
+
+    device: str = "auto"
+    dtype: DType = "float32"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ParamError(f"dtype must be one of {DTYPES}, not '{self.dtype}'")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and the spec it was loaded from."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` becomes cuda when available, else cpu; an unavailable device is an error."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ParamError(f"unknown device '{device}': {exc}") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(resolved.type, False):
+        raise ParamError(f"device '{device}' is not available on this machine")
+    return resolved
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    if name not in DTYPES:
+        raise ParamError(f"dtype must be one of {DTYPES}, not '{name}'")
+    return getattr(torch, name)
+
+
+def _from_pretrained(source: str, options: ModelOptions, **extra: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        source,
+        dtype=torch_dtype(options.dtype),
+        trust_remote_code=options.trust_remote_code,
+        **extra,
+    )
+
+
+@hookimpl(trylast=True)
+def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None:
+    """``tiny-llama[:k=v,...]`` / ``tiny-gpt2`` (random tiny models), ``smollm2`` (the bundled
+    SmolLM2-135M-Instruct), a local folder or a hub name; ``None`` for anything else."""
+    if spec.startswith("tiny-"):
+        from selectkit.models.tiny import tiny_model
+
+        model, tokenizer = tiny_model(spec)
+        return LoadedModel(model.to(torch_dtype(options.dtype)), tokenizer, spec)
+    if spec == SMOLLM2:
+        from transformers import AutoTokenizer
+
+        folder = smollm2_directory()
+        model = _from_pretrained(folder, options, gguf_file=SMOLLM2_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        return LoadedModel(model, tokenizer, spec)
+    path = Path(spec).expanduser()
+    if not path.exists() and not looks_like_hub_name(spec):
+        return None
+    from transformers import AutoTokenizer
+
+    source = str(path) if path.exists() else spec
+    try:
+        model = _from_pretrained(source, options)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=options.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        where = f"local path {source}" if path.exists() else "the Hugging Face hub (offline?)"
+        raise ParamError(f"cannot load model '{spec}' from {where}: {exc}") from exc
+    return LoadedModel(model, tokenizer, spec)
+
+
+def load_model(
+    spec: str, options: ModelOptions = ModelOptions(), *, host: Host | None = None
+) -> LoadedModel:
+    """Ask the plugins for model ``spec`` and move it to ``options.device``, in eval mode."""
+    if host is None:
+        from selectkit.host import get_host
+
+        host = get_host()
+    device = resolve_device(options.device)
+    loaded = host.hook.selectkit_load_model(spec=spec, options=options)
+    if loaded is None:
+        raise ParamError(
+            f"no model '{spec}': not an existing path, not a hub name, and no plugin knows it "
+            f"(built-in names: {SMOLLM2}, tiny-llama, tiny-gpt2)"
+        )
+    loaded.model.to(device).eval()
+    if loaded.tokenizer.pad_token_id is None:
+        loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
+    return loaded
