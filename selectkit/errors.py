@@ -47,3 +47,7 @@ class ParamError(SelectkitError):
 
 class PluginError(SelectkitError):
     """A plugin that could not be loaded or that broke the plugin contract."""
+
+
+class StoreError(SelectkitError):
+    """A feature-store entry that cannot be created, opened, written or read as asked."""
