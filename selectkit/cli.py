@@ -10,6 +10,10 @@ from typing import Any
 import click
 
 from selectkit import __version__
+from selectkit.commands.cache import cache as cache_group
+from selectkit.commands.featurize import featurize_command
+from selectkit.commands.options import load_options, pool_options
+from selectkit.commands.warmup import warmup_command
 from selectkit.errors import SelectkitError
 from selectkit.host import Host, get_host
 
@@ -31,50 +35,6 @@ def cli() -> None:
     """Choose which examples to fine-tune an LLM on."""
 
 
-def _pool_options(func):
-    """Options that say how to read the pool and target files."""
-    options = [
-        click.option("--format", "format_", help="File format (default: from the file name)."),
-        click.option("--shape", help="Record shape: alpaca, chat, prompt_completion, text."),
-        click.option("--text-field", help="Field holding the text of raw-text records."),
-        click.option("--id-field", default="id", show_default=True, help="Field with record ids."),
-        click.option(
-            "--field",
-            "field_map",
-            multiple=True,
-            metavar="ROLE=FIELD",
-            help="Read a shape's field from another (dotted) field, e.g. output=answer.",
-        ),
-        click.option("--skip-bad", is_flag=True, help="Skip malformed records and report them."),
-        click.option("--tokenizer", help="Count costs in tokens of this tokenizer (path or name)."),
-        click.option("--max-length", type=int, help="Truncate tokenized records to this length."),
-        click.option(
-            "--trust-remote-code", is_flag=True, help="Allow a tokenizer's own code to run."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _load_options(kw: dict[str, Any], group_by: str | None):
-    from selectkit.data.formats import LoadOptions
-    from selectkit.params import parse_assignments
-
-    return LoadOptions(
-        format=kw["format_"],
-        shape=kw["shape"],
-        id_field=kw["id_field"],
-        group_field=group_by,
-        text_field=kw["text_field"],
-        field_map=parse_assignments(kw["field_map"]),
-        on_error="skip" if kw["skip_bad"] else "raise",
-        tokenizer=kw["tokenizer"],
-        max_length=kw["max_length"],
-        trust_remote_code=kw["trust_remote_code"],
-    )
-
-
 @cli.command("select")
 @click.option("--method", "-m", required=True, help="Selection method (see `selectkit plugins`).")
 @click.option("--pool", "pool_path", required=True, type=click.Path(exists=True), help="Pool file.")
@@ -92,7 +52,7 @@ def _load_options(kw: dict[str, Any], group_by: str | None):
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
 @click.option("--scores-out", type=click.Path(dir_okay=False), help="Per-record scores JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
-@_pool_options
+@pool_options
 def select_command(**kw: Any) -> None:
     """Select a budgeted subset of a pool and write it, with its manifest, to --out."""
     from selectkit.api import select
@@ -114,11 +74,11 @@ def select_command(**kw: Any) -> None:
         raise click.UsageError(f"method '{method.name}' needs --target FILE")
     if kw["solver"]:
         host.solver(kw["solver"])
-    options = _load_options(kw, kw["group_by"])
+    options = load_options(kw, kw["group_by"])
     pool = load_pool(kw["pool_path"], options, host=host)
     target = None
     if kw["target_path"]:
-        target = load_pool(kw["target_path"], _load_options(kw, None), host=host)
+        target = load_pool(kw["target_path"], load_options(kw, None), host=host)
     _report_skipped(kw["pool_path"], pool, kw["quiet"])
     if target is not None:
         _report_skipped(kw["target_path"], target, kw["quiet"])
@@ -238,6 +198,11 @@ def demo_command(out_dir: str, seed: int, per_family: int) -> None:
     from selectkit.demo import run_demo
 
     run_demo(Path(out_dir), seed=seed, per_family=per_family, echo=click.echo)
+
+
+cli.add_command(warmup_command)
+cli.add_command(featurize_command)
+cli.add_command(cache_group)
 
 
 def _register_plugin_commands(group: click.Group, host: Host) -> None:

@@ -38,9 +38,9 @@ def cache() -> None:
 
 
 def _describe(info: dict[str, Any]) -> str:
-    """A short description: the model and gradient kind from meta, else the key's plain fields."""
+    """A short description: the featurizer's summary, else the key's plain fields."""
     meta, key = info["meta"], info["key"]
-    parts = [str(meta[name]) for name in ("model", "gradient") if meta.get(name)]
+    parts = [str(meta["summary"])] if meta.get("summary") else []
     if not parts and isinstance(key, dict):
         parts = [f"{k}={v}" for k, v in key.items() if isinstance(v, (str, int, float, bool))]
     text = " ".join(parts)

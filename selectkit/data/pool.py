@@ -80,6 +80,7 @@ class Pool(Sequence[Record]):
             raise ValueError(f"record ids must be unique; '{dup}' appears more than once")
         self._index = {rid: i for i, rid in enumerate(ids)}
         self._fingerprint: str | None = None
+        self._content_fingerprint: str | None = None
 
     @classmethod
     def from_texts(cls, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> Pool:
@@ -147,3 +148,19 @@ class Pool(Sequence[Record]):
                 digest.update(b"\n")
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    @property
+    def content_fingerprint(self) -> str:
+        """SHA-256 over ids, prompts, responses and messages, in order: what a model sees.
+
+        Unlike :attr:`fingerprint` it leaves out groups and costs, so features computed from a
+        model stay valid when a pool is regrouped or costed in another unit.
+        """
+        if self._content_fingerprint is None:
+            digest = hashlib.sha256()
+            for record in self._records:
+                row = [record.id, record.prompt, record.response, record.messages]
+                digest.update(json.dumps(row, ensure_ascii=False).encode())
+                digest.update(b"\n")
+            self._content_fingerprint = digest.hexdigest()
+        return self._content_fingerprint

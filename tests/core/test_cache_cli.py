@@ -31,7 +31,7 @@ def store(tmp_path):
 @pytest.fixture
 def complete(store):
     features = store.open(
-        KEY, Layout(10, 4, "float16", 3), {"model": "tiny-gpt", "gradient": "sgd"}
+        KEY, Layout(10, 4, "float16", 3), {"summary": "tiny-gpt sgd", "gradient": "sgd"}
     )
     _fill(features, range(4))
     assert features.finalize()

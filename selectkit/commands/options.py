@@ -1,0 +1,64 @@
+"""Command-line options shared by the commands that read records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_RECORD_OPTIONS = [
+    click.option("--format", "format_", help="File format (default: from the file name)."),
+    click.option("--shape", help="Record shape: alpaca, chat, prompt_completion, text."),
+    click.option("--text-field", help="Field holding the text of raw-text records."),
+    click.option("--id-field", default="id", show_default=True, help="Field with record ids."),
+    click.option(
+        "--field",
+        "field_map",
+        multiple=True,
+        metavar="ROLE=FIELD",
+        help="Read a shape's field from another (dotted) field, e.g. output=answer.",
+    ),
+    click.option("--skip-bad", is_flag=True, help="Skip malformed records and report them."),
+]
+
+_TOKEN_OPTIONS = [
+    click.option("--tokenizer", help="Count costs in tokens of this tokenizer (path or name)."),
+    click.option("--max-length", type=int, help="Truncate tokenized records to this length."),
+    click.option("--trust-remote-code", is_flag=True, help="Allow a tokenizer's own code to run."),
+]
+
+
+def _apply(options: list[Callable[[Any], Any]], func: Any) -> Any:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def record_options(func: Any) -> Any:
+    """Options that say how to read records from a file."""
+    return _apply(_RECORD_OPTIONS, func)
+
+
+def pool_options(func: Any) -> Any:
+    """Record options plus token costing, for commands that budget in tokens."""
+    return _apply(_RECORD_OPTIONS + _TOKEN_OPTIONS, func)
+
+
+def load_options(kw: dict[str, Any], group_by: str | None = None) -> Any:
+    """The :class:`~selectkit.data.formats.LoadOptions` the parsed options describe."""
+    from selectkit.data.formats import LoadOptions
+    from selectkit.params import parse_assignments
+
+    return LoadOptions(
+        format=kw["format_"],
+        shape=kw["shape"],
+        id_field=kw["id_field"],
+        group_field=group_by,
+        text_field=kw["text_field"],
+        field_map=parse_assignments(kw["field_map"]),
+        on_error="skip" if kw["skip_bad"] else "raise",
+        tokenizer=kw.get("tokenizer"),
+        max_length=kw.get("max_length"),
+        trust_remote_code=kw.get("trust_remote_code", False),
+    )

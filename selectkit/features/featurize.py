@@ -1,0 +1,407 @@
+"""One extraction pass: a pool's per-example gradients, transformed and projected, into the store.
+
+The store entry's key is everything that determines the bytes written (see :func:`feature_key`),
+so asking again for the same features reuses them, and any change of an input makes a new entry.
+Examples are processed in fixed blocks (examples of similar length together, to pad little);
+a block's rows depend only on the block, so a killed run resumes where it stopped and shards
+computed by separate processes end with the same bytes as one run.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from selectkit import __version__
+from selectkit.data.batching import pad_batch
+from selectkit.data.tokenize import Template, Tokenized, Truncation, tokenize_many
+from selectkit.errors import ParamError, RecordError
+from selectkit.features.fingerprints import file_digest, tensors_digest, tokenizer_digest
+from selectkit.features.gradient_types import (
+    AdamConstants,
+    GradientKind,
+    GradientTransform,
+    flatten_moments,
+)
+from selectkit.features.gradients import Method, PerExampleGradients
+from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
+from selectkit.models.lora import LoraSpec, attach_lora, load_adapter
+
+if TYPE_CHECKING:
+    from selectkit.data.pool import Pool
+    from selectkit.host import Host
+    from selectkit.models.loading import LoadedModel, ModelOptions
+
+#: Bumped whenever the way rows are computed changes, so old entries are never reused wrongly.
+FEATURE_FORMAT = 1
+COLUMNS = ("loss", "grad_norm")
+#: The adapter a pool gets when neither checkpoints nor parameter names are given.
+DEFAULT_LORA = LoraSpec()
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """What to extract. ``dim`` and ``projector`` follow LESS (8192 dims); ``sjlt`` is the fast
+    CPU projector (``rademacher`` suits GPUs, ``traker`` matches TRAK/LESS numbers).
+
+    ``batch_size`` is fixed into a new store entry (rows depend on their batch through float
+    rounding); later runs on that entry use the entry's value. ``on_invalid``: an example with no
+    response token or a non-finite gradient stops the run (``error``) or is stored as a zero row
+    marked skipped (``skip``).
+    """
+
+    gradient: GradientKind = "sgd"
+    projector: str = "sjlt"
+    dim: int = 8192
+    seed: int = 0
+    dtype: Literal["float32", "float16"] = "float32"
+    batch_size: int = 16
+    template: Template = "auto"
+    max_length: int | None = 512
+    truncation: Truncation = "left"
+    on_invalid: Literal["error", "skip"] = "error"
+    method: Method = "auto"
+    adam: AdamConstants = field(default_factory=AdamConstants)
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.batch_size < 1:
+            raise ParamError("dim and batch_size must be positive")
+        if self.dtype not in ("float32", "float16"):
+            raise ParamError(f"store dtype must be float32 or float16, not '{self.dtype}'")
+        if self.on_invalid not in ("error", "skip"):
+            raise ParamError(f"on_invalid must be error or skip, not '{self.on_invalid}'")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based ``i``) as a pair, checked."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ParamError(f"--shard must look like i/n (e.g. 0/4), not '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise ParamError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def with_adapter(model: Any, adapter: LoraSpec | str | Path | None, *, seed: int = 0) -> Any:
+    """``model`` with a fresh LoRA (a :class:`LoraSpec`), a saved adapter (a checkpoint path), or
+    unchanged (``None``: gradients over the parameters already marked trainable)."""
+    if adapter is None:
+        return model
+    if isinstance(adapter, LoraSpec):
+        return attach_lora(model, adapter, seed=seed)
+    return load_adapter(model, adapter)
+
+
+def tokenize_pool(pool: Pool, tokenizer: Any, config: FeaturizeConfig) -> list[Tokenized | None]:
+    """Each record's tokens, or ``None`` for one that cannot be used (``on_invalid='skip'``);
+    with ``on_invalid='error'`` the first unusable record's error is raised, naming how many."""
+    results = tokenize_many(
+        list(pool),
+        tokenizer,
+        template=config.template,
+        max_length=config.max_length,
+        truncation=config.truncation,
+    )
+    errors = [r for r in results if isinstance(r, RecordError)]
+    if errors and config.on_invalid == "error":
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise RecordError(
+            f"{errors[0].reason}{more}; fix the records, or pass on_invalid='skip' "
+            "(--skip-invalid) to store them as skipped rows",
+            path=errors[0].path,
+            line=errors[0].line,
+        )
+    return [None if isinstance(r, RecordError) else r for r in results]
+
+
+def block_order(tokens: list[Tokenized | None]) -> np.ndarray:
+    """Rows longest first (ties by position), so each block pads little; unusable rows last."""
+    lengths = np.array([len(t.input_ids) if t is not None else 0 for t in tokens])
+    return np.argsort(-lengths, kind="stable").astype(np.int64)
+
+
+def feature_key(
+    pool: Pool,
+    tokenizer: Any,
+    grads: PerExampleGradients,
+    transform: GradientTransform,
+    config: FeaturizeConfig,
+) -> dict[str, Any]:
+    """Everything that determines the bytes of a feature set, as JSON."""
+    model = grads.model
+    trainable = {p.name for p in grads.layout}
+    named = list(model.named_parameters())
+    key: dict[str, Any] = {
+        "format": FEATURE_FORMAT,
+        "base_weights": tensors_digest((n, p) for n, p in named if n not in trainable),
+        "trained_weights": tensors_digest((n, p) for n, p in named if n in trainable),
+        "compute_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "pool": pool.content_fingerprint,
+        "tokenizer": tokenizer_digest(tokenizer),
+        "template": config.template,
+        "max_length": config.max_length,
+        "truncation": config.truncation,
+        "loss": "mean cross-entropy over response tokens",
+        "gradient": transform.describe(),
+        "projector": {"kind": config.projector, "seed": config.seed, "dim": config.dim},
+        "dtype": config.dtype,
+    }
+    if transform.kind == "adam":
+        key["moments"] = tensors_digest(
+            [("exp_avg", transform.exp_avg), ("exp_avg_sq", transform.exp_avg_sq)]
+        )
+    return key
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "selectkit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class Featurizer:
+    """Extracts features of pools under one model state (a base model plus adapter).
+
+    Build one per checkpoint; call :meth:`run` for each pool (e.g. the training pool with
+    ``adam`` features and the target with ``sgd`` features).
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        config: FeaturizeConfig = FeaturizeConfig(),
+        *,
+        store: FeatureStore | None = None,
+        moments: Any = None,
+        checkpoint: dict[str, Any] | None = None,
+        param_names: list[str] | None = None,
+        host: Host | None = None,
+    ) -> None:
+        if host is None:
+            from selectkit.host import get_host
+
+            host = get_host()
+        self.loaded = loaded
+        self.config = config
+        self.store = store or FeatureStore()
+        self.checkpoint = checkpoint or {}
+        self.grads = PerExampleGradients(loaded.model, param_names, method=config.method)
+        if config.gradient == "adam":
+            if moments is None:
+                raise ParamError(
+                    "gradient type 'adam' needs a warmup checkpoint with optimizer state "
+                    "(its Adam moments precondition the gradients); pass one, or use 'sgd'"
+                )
+            exp_avg, exp_avg_sq = flatten_moments(moments, self.grads.layout)
+            self.transform = GradientTransform("adam", config.adam, exp_avg, exp_avg_sq)
+        else:
+            self.transform = GradientTransform(config.gradient)
+        self.transform = self.transform.to(self.grads.device)
+        projector_cls = host.projector(config.projector)
+        self.projector = projector_cls(
+            self.grads.dim, config.dim, config.seed, device=self.grads.device
+        )
+
+    def describe(self, pool: Pool, shard: tuple[int, int]) -> dict[str, Any]:
+        """What the manifest records beside the key: provenance that does not change bytes."""
+        checkpoint = Path(self.checkpoint["path"]).name if self.checkpoint else "fresh adapter"
+        source = Path(pool.origin["path"]).name if pool.origin.get("path") else "in-memory pool"
+        summary = f"{self.loaded.spec} {self.config.gradient} {checkpoint} {source}"
+        return {
+            "summary": summary,
+            "model": self.loaded.spec,
+            "gradient_dim": self.grads.dim,
+            "parameters": [p.name for p in self.grads.layout],
+            "method": self.grads.method,
+            "device": str(self.grads.device),
+            "pool_origin": pool.origin,
+            "checkpoint": self.checkpoint,
+            "config": {k: v for k, v in asdict(self.config).items() if k != "adam"},
+            "versions": _versions(),
+            "shard": list(shard),
+        }
+
+    def run(
+        self, pool: Pool, *, shard: tuple[int, int] = (0, 1), progress: bool = True
+    ) -> FeatureSet:
+        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry."""
+        from tqdm.auto import tqdm
+
+        tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
+        key = feature_key(pool, self.loaded.tokenizer, self.grads, self.transform, self.config)
+        existing = self.store.find(key)
+        if existing is not None:
+            layout = existing.layout
+        else:
+            layout = Layout(
+                num_rows=len(pool),
+                dim=self.config.dim,
+                dtype=self.config.dtype,
+                block_rows=self.config.batch_size,
+                order=block_order(tokens),
+                columns=COLUMNS,
+            )
+        features = self.store.open(key, layout, meta=self.describe(pool, shard))
+        with features.claim(shard):
+            pending = features.pending_blocks(shard)
+            started = time.perf_counter()
+            label = f"features {features.id[:12]} shard {shard[0]}/{shard[1]}"
+            for block in tqdm(pending, desc=label, unit="block", disable=not progress):
+                self._write_block(features, layout, block, tokens, pool)
+            if pending:
+                features.update_meta(
+                    {
+                        f"seconds_shard_{shard[0]}_of_{shard[1]}": round(
+                            time.perf_counter() - started, 3
+                        )
+                    }
+                )
+            features.finalize()
+        return features
+
+    def _write_block(
+        self,
+        features: FeatureSet,
+        layout: Layout,
+        block: int,
+        tokens: list[Tokenized | None],
+        pool: Pool,
+    ) -> None:
+        import torch
+
+        rows = layout.block_rows_of(block)
+        n = len(rows)
+        out = np.zeros((n, layout.dim), dtype=np.float32)
+        status = np.full(n, RowStatus.SKIPPED_EMPTY, dtype=np.uint8)
+        columns = {name: np.full(n, np.nan, dtype=np.float32) for name in COLUMNS}
+        usable = [j for j, row in enumerate(rows) if tokens[row] is not None]
+        if usable:
+            batch = pad_batch([tokens[rows[j]] for j in usable], self._pad_id())
+            with torch.no_grad():
+                grads, losses = self.grads(batch)
+                norms = grads.norm(dim=1)
+                projected = self.projector.project(self.transform(grads))
+            projected = projected.cpu().numpy()
+            finite = np.isfinite(projected).all(axis=1) & np.isfinite(norms.cpu().numpy())
+            for k, j in enumerate(usable):
+                if not finite[k]:
+                    self._nonfinite(pool, rows[j])
+                    status[j] = RowStatus.SKIPPED_NONFINITE
+                    continue
+                out[j] = projected[k]
+                status[j] = RowStatus.DONE
+                columns["loss"][j] = float(losses[k])
+                columns["grad_norm"][j] = float(norms[k])
+        features.write_block(block, out, status, columns)
+
+    def _pad_id(self) -> int:
+        tokenizer = self.loaded.tokenizer
+        pad = tokenizer.pad_token_id
+        return int(pad if pad is not None else tokenizer.eos_token_id)
+
+    def _nonfinite(self, pool: Pool, row: int) -> None:
+        if self.config.on_invalid == "error":
+            record = pool[row]
+            raise RecordError(
+                f"record '{record.id}' has a non-finite (NaN or Inf) gradient; nothing of it was "
+                "stored. Check the model and data, or pass on_invalid='skip' (--skip-invalid)",
+                path=record.source,
+                line=record.line,
+            )
+
+
+def checkpoint_info(path: str | Path, learning_rate: float | None) -> dict[str, Any]:
+    """How the manifest names a checkpoint: folder, adapter hash and learning rate."""
+    folder = Path(path)
+    adapter = folder / "adapter_model.safetensors"
+    return {
+        "path": str(folder.resolve()),
+        "adapter_sha256": file_digest(adapter) if adapter.is_file() else None,
+        "learning_rate": learning_rate,
+    }
+
+
+def featurize(
+    pool: Pool,
+    model: str | LoadedModel,
+    *,
+    checkpoints: list[str | Path] | tuple[str | Path, ...] = (),
+    lora: LoraSpec | None = DEFAULT_LORA,
+    param_names: list[str] | None = None,
+    config: FeaturizeConfig = FeaturizeConfig(),
+    store: FeatureStore | None = None,
+    shard: tuple[int, int] = (0, 1),
+    model_options: ModelOptions | None = None,
+    progress: bool = True,
+    host: Host | None = None,
+) -> list[FeatureSet]:
+    """Features of ``pool`` under each checkpoint's adapter (one store entry per checkpoint).
+
+    ``checkpoints`` are adapter checkpoint folders or warmup run folders (all of whose
+    ``checkpoint-*`` folders are used, in step order). Without ``checkpoints`` the model gets a fresh LoRA adapter from ``lora`` (seeded by
+    ``config.seed``), or, with ``param_names``, gradients over those base parameters instead
+    (``lora=None`` and no names: over whatever is trainable already). ``adam`` features need
+    checkpoints whose optimizer state holds the Adam moments. Adapters attached here are
+    removed again afterwards, so ``model`` ends as it started.
+    """
+    from selectkit.models.loading import ModelOptions, load_model
+    from selectkit.train.checkpoints import adam_moments, find_checkpoints
+
+    if param_names is not None and checkpoints:
+        raise ParamError("give adapter checkpoints or parameter names, not both")
+    found = [c for path in checkpoints for c in find_checkpoints(path)]
+    if config.gradient == "adam":
+        if not found:
+            raise ParamError(
+                "gradient type 'adam' needs warmup checkpoints with optimizer state (--checkpoint)"
+            )
+        missing = [c.path for c in found if not c.has_optimizer_state]
+        if missing:
+            raise ParamError(
+                f"checkpoint {missing[0]} has no optimizer state; gradient type 'adam' needs "
+                "the warmup optimizer's moments (or use gradient type 'sgd')"
+            )
+    if isinstance(model, str):
+        model = load_model(model, model_options or ModelOptions(), host=host)
+    store = store or FeatureStore()
+    if not found:
+        adapter = None if param_names is not None else lora
+        base = model.model
+        model.model = with_adapter(base, adapter, seed=config.seed)
+        try:
+            featurizer = Featurizer(model, config, store=store, param_names=param_names, host=host)
+            return [featurizer.run(pool, shard=shard, progress=progress)]
+        finally:
+            if adapter is not None:
+                model.model = model.model.unload()
+    results = []
+    base = model.model
+    for checkpoint in found:
+        model.model = with_adapter(base, checkpoint.path)
+        try:
+            moments = adam_moments(checkpoint, model.model) if config.gradient == "adam" else None
+            featurizer = Featurizer(
+                model,
+                config,
+                store=store,
+                moments=moments,
+                checkpoint=checkpoint_info(checkpoint.path, checkpoint.learning_rate),
+                host=host,
+            )
+            results.append(featurizer.run(pool, shard=shard, progress=progress))
+        finally:
+            base = model.model = model.model.unload()
+    return results
