@@ -1,0 +1,220 @@
+"""Scoring benchmark: cosine similarity of an on-disk float16 pool to a target set, streamed.
+
+Three figures, each measured in this run (the machine is noisy, so speed is a ratio):
+
+1. the machine's float32 matmul peak: ``torch.mm`` of the scoring GEMM's shape,
+   ``(peak-rows x dim) @ (dim x targets)``, best of ``--peak-repeats`` run both before and
+   after the scoring runs, in GFLOP/s;
+2. scoring throughput: ``--rows`` x ``--dim`` pool rows stored as float16 in a temp dir, scored
+   by cosine against ``--targets`` rows with ``score_pool(aggregate="max")`` (which needs the
+   full similarity matrix), best of ``--repeats``; GFLOP/s = 2·N·M·d / time, as a ratio to the
+   peak, target >= 50%. The pool was just written, so it is read from the page cache;
+3. peak memory: the same pool scored in a fresh subprocess with ``memory_limit=--cap-mib``; its
+   peak RSS growth over the baseline after imports (VmHWM, reset through
+   ``/proc/self/clear_refs`` when allowed, else ``ru_maxrss``), target: under the cap. Pool rows
+   are read with ``pread`` into fresh buffers, not through a memmap, whose pages would count
+   toward RSS.
+
+Pool and targets are feature-store entries (``FeatureSet``), written block by block and read
+in chunks by ``FeatureSet.read``. Reports and always exits 0.
+
+Run: ``python benchmarks/bench_scoring.py [--rows 65536] [--dim 8192] [--targets 1024]
+[--cap-mib 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selectkit.features.scoring import RowSource, score_pool
+from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus, key_id
+
+THROUGHPUT_TARGET = 0.50
+WRITE_ROWS = 4096
+
+
+class RecordedReads:
+    """A feature set as a RowSource that remembers its largest read, to report chunk sizes."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.features = features
+        self.num_rows, self.dim, self.dtype = features.num_rows, features.dim, features.dtype
+        self.largest_read = 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        self.largest_read = max(self.largest_read, stop - start)
+        return self.features.read(start, stop)
+
+
+def feature_source(root: Path, name: str) -> RecordedReads:
+    """The store entry written by :func:`write_features` under ``name``."""
+    return RecordedReads(FeatureStore(root).get(key_id({"bench_scoring": name})))
+
+
+def write_features(root: Path, name: str, rows: int, dim: int, seed: int) -> None:
+    """A complete float16 store entry of ``rows`` x ``dim`` features (a shared low-rank part
+    plus noise), written block by block like the featurizer writes."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((8, dim), dtype=np.float32)
+    layout = Layout(rows, dim, "float16", WRITE_ROWS)
+    features = FeatureStore(root).open({"bench_scoring": name}, layout)
+    for block in range(layout.num_blocks):
+        n = len(layout.block_rows_of(block))
+        rows_block = rng.standard_normal((n, 8), dtype=np.float32) @ basis
+        rows_block += rng.standard_normal((n, dim), dtype=np.float32)
+        features.write_block(block, rows_block, np.full(n, RowStatus.DONE, dtype=np.uint8))
+    features.finalize()
+
+
+def peak_gflops(rows: int, dim: int, targets: int, repeats: int) -> float:
+    """Best float32 ``torch.mm`` GFLOP/s of ``(rows x dim) @ (dim x targets)``."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, dim, generator=gen)
+    b = torch.randn(targets, dim, generator=gen)
+    torch.mm(a, b.T)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b.T)
+        best = min(best, time.perf_counter() - started)
+    return 2 * rows * dim * targets / best / 1e9
+
+
+def read_seconds(source: RowSource, chunk_rows: int) -> float:
+    """Seconds to read every row of ``source`` once, ``chunk_rows`` at a time."""
+    started = time.perf_counter()
+    for start in range(0, source.num_rows, chunk_rows):
+        source.read(start, min(start + chunk_rows, source.num_rows))
+    return time.perf_counter() - started
+
+
+def memory_child(root: Path, cap: int) -> None:
+    """In a fresh process: score under ``memory_limit=cap``, print peak RSS growth as JSON."""
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # BLAS start-up is not scoring memory
+    status = Path("/proc/self/status")
+    reset = False
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        pass
+    if reset:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        baseline = int(fields["VmRSS"].split()[0]) * 1024
+    else:
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pool_source = feature_source(root, "pool")
+    targets = [feature_source(root, "targets")]
+    scores = score_pool([pool_source], targets, aggregate="max", memory_limit=cap)
+    if reset:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        peak = int(fields["VmHWM"].split()[0]) * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {
+                "growth": peak - baseline,
+                "baseline": baseline,
+                "chunk_rows": pool_source.largest_read,
+                "method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+                "finite": bool(np.isfinite(scores).all()),
+            }
+        )
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=65536, help="pool rows")
+    parser.add_argument("--dim", type=int, default=8192, help="feature dimension")
+    parser.add_argument("--targets", type=int, default=1024, help="target rows")
+    parser.add_argument("--cap-mib", type=int, default=256, help="memory cap for figure 3")
+    parser.add_argument("--peak-rows", type=int, default=4096, help="rows of the peak GEMM")
+    parser.add_argument("--repeats", type=int, default=3, help="scoring runs (best is kept)")
+    parser.add_argument("--peak-repeats", type=int, default=5, help="peak GEMMs, twice")
+    parser.add_argument("--child", nargs=2, metavar=("STORE", "CAP"), help="internal")
+    args = parser.parse_args()
+    if args.child:
+        memory_child(Path(args.child[0]), int(args.child[1]))
+        return
+
+    n, m, d = args.rows, args.targets, args.dim
+    cap = args.cap_mib << 20
+    pool_bytes = n * d * 2
+    print(
+        f"pool {n:,} x {d:,} float16 ({pool_bytes / 2**30:.2f} GiB), {m:,} targets, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_scoring_") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        write_features(root, "pool", n, d, seed=1)
+        write_features(root, "targets", m, d, seed=2)
+        print(f"wrote the features in {time.perf_counter() - started:.1f} s")
+
+        before = peak_gflops(args.peak_rows, d, m, args.peak_repeats)
+        pool = feature_source(root, "pool")
+        best = float("inf")
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            scores = score_pool([pool], [feature_source(root, "targets")], aggregate="max")
+            best = min(best, time.perf_counter() - started)
+        after = peak_gflops(args.peak_rows, d, m, args.peak_repeats)
+        peak = max(before, after)
+        reading = read_seconds(feature_source(root, "pool"), pool.largest_read)
+        print(
+            f"\n1. matmul peak, float32 ({args.peak_rows} x {d}) @ ({d} x {m}), best of "
+            f"{args.peak_repeats} before and after scoring: {peak:.1f} GFLOP/s "
+            f"(before {before:.1f}, after {after:.1f})"
+        )
+        rate = 2 * n * m * d / best / 1e9
+        ratio = rate / peak
+        print(
+            f"\n2. scoring throughput (cosine, aggregate=max, {pool.largest_read:,} rows per "
+            f"chunk), best of {args.repeats}: {best:.2f} s, {rate:.1f} GFLOP/s, "
+            f"{n / best:,.0f} rows/s"
+        )
+        print(f"   reading the pool alone takes {reading:.2f} s of that (warm page cache)")
+        print(
+            f"   ratio to peak {ratio:.0%}  target >= {THROUGHPUT_TARGET:.0%}  "
+            f"{verdict(ratio >= THROUGHPUT_TARGET and bool(np.isfinite(scores).all()))}"
+        )
+
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(root), str(cap)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            print(f"\n3. peak memory: the subprocess failed:\n{child.stderr}")
+            return
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        growth = result["growth"]
+        print(
+            f"\n3. peak memory, pool {pool_bytes / cap:.1f}x the cap, memory_limit={args.cap_mib} "
+            f"MiB ({result['chunk_rows']:,} rows per chunk, {result['method']}):"
+        )
+        print(
+            f"   peak RSS growth {growth / 2**20:.1f} MiB  target < {args.cap_mib} MiB  "
+            f"{verdict(growth < cap and result['finite'])}"
+        )
+
+
+if __name__ == "__main__":
+    main()
