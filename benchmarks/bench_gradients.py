@@ -1,0 +1,213 @@
+"""Extraction benchmark: per-example LoRA gradients projected to 8192 dims, written to the store.
+
+Model (default): a Llama-shaped model with 4 layers, hidden 256, intermediate 1024, LoRA r=8 on
+every linear layer (q, k, v, o, gate, up, down), examples truncated to 128 tokens. ``--smollm2``
+runs the bundled SmolLM2-135M-Instruct instead (LoRA r=8 on q, k, v, o; a few dozen examples).
+
+Measured in one run, as ratios (this machine is noisy):
+
+- selectkit: ``Featurizer.run`` end to end (tokenize, batched per-example gradients by layer
+  hooks, sparse JL projection, store writes), examples/s;
+- the reference path of the LESS code: one forward+backward per example, gradients collected and
+  projected every 16 examples by TRAK's ``BasicProjector`` at the same dimension; target:
+  selectkit >= 20x faster;
+- the floor: a plain batched forward+backward of the same batches with no per-example work;
+  target: selectkit <= 2x the floor's time;
+- fidelity: Spearman of pairwise cosines of the stored (projected) rows against the exact
+  per-example gradients; target >= 0.95 at 8192 dims.
+
+Run: ``python benchmarks/bench_gradients.py [--examples 128] [--reference-examples 32]
+[--smollm2]``. Reports figures beside targets with PASS or MISS; always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selectkit.data.batching import pad_batch
+from selectkit.data.pool import Pool, Record
+from selectkit.data.synthetic import make_records
+from selectkit.features.featurize import FeaturizeConfig, Featurizer, block_order, tokenize_pool
+from selectkit.features.gradients import response_losses
+from selectkit.features.projectors import TrakProjector
+from selectkit.features.store import FeatureStore
+from selectkit.models.loading import ModelOptions, load_model
+from selectkit.models.lora import LoraSpec, attach_lora
+
+SPEEDUP_TARGET = 20.0
+FLOOR_TARGET = 2.0
+FIDELITY_TARGET = 0.95
+DIM = 8192
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def long_records(n: int, seed: int) -> Pool:
+    """Generated instruction records, four joined per example so each fills 128 tokens."""
+    rows = make_records(-(-4 * n // 10), seed=seed)
+    records = []
+    for i in range(n):
+        group = rows[4 * i : 4 * i + 4]
+        prompt = " ".join(f"{r['instruction']} {r['input']}" for r in group)
+        response = " ".join(r["output"] for r in group) * 3
+        records.append(Record(id=str(i), prompt=prompt, response=response))
+    return Pool(records)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def pairwise_cosines(rows: np.ndarray) -> np.ndarray:
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    c = unit @ unit.T
+    return c[np.triu_indices(len(c), k=1)]
+
+
+def batches(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig):
+    """The padded batches the featurizer processes, in its block order."""
+    tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
+    order = block_order(tokens)
+    pad = featurizer.loaded.tokenizer.pad_token_id
+    for start in range(0, len(order), config.batch_size):
+        yield pad_batch([tokens[i] for i in order[start : start + config.batch_size]], pad)
+
+
+def floor_seconds(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig) -> float:
+    """A plain batched forward+backward (mean loss) over the same batches."""
+    model = featurizer.loaded.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    started = time.perf_counter()
+    for batch in batches(featurizer, pool, config):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = response_losses(logits, batch["labels"]).mean()
+        torch.autograd.grad(loss, params)
+    return time.perf_counter() - started
+
+
+def reference_seconds(
+    featurizer: Featurizer, pool: Pool, config: FeaturizeConfig
+) -> tuple[float, float]:
+    """LESS's path: one backward per example, projected every 16 by TRAK's BasicProjector.
+    Returns the total seconds and the part spent projecting."""
+    model = featurizer.loaded.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    projector = TrakProjector(featurizer.grads.dim, config.dim, config.seed)
+    pad = featurizer.loaded.tokenizer.pad_token_id
+    tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
+    projecting = 0.0
+
+    def project(collected: list[torch.Tensor]) -> None:
+        nonlocal projecting
+        started = time.perf_counter()
+        projector.project(torch.stack(collected))
+        projecting += time.perf_counter() - started
+
+    started = time.perf_counter()
+    collected = []
+    for item in tokens:
+        batch = pad_batch([item], pad)
+        logits = model(input_ids=batch["input_ids"]).logits
+        loss = response_losses(logits, batch["labels"])[0]
+        grads = torch.autograd.grad(loss, params)
+        collected.append(torch.cat([g.reshape(-1) for g in grads]))
+        if len(collected) == 16:
+            project(collected)
+            collected = []
+    if collected:
+        project(collected)
+    return time.perf_counter() - started, projecting
+
+
+def exact_gradients(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig) -> np.ndarray:
+    tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
+    pad = featurizer.loaded.tokenizer.pad_token_id
+    rows = [featurizer.grads(pad_batch([t], pad))[0][0] for t in tokens]
+    return torch.stack(rows).double().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=128)
+    parser.add_argument("--reference-examples", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smollm2", action="store_true", help="Use SmolLM2-135M-Instruct.")
+    args = parser.parse_args()
+    if args.smollm2:
+        spec, lora = "smollm2", LoraSpec(r=8)
+    else:
+        spec = "tiny-llama:layers=4,hidden=256,intermediate=1024"
+        lora = LoraSpec(r=8, target_modules="all-linear")
+    loaded = load_model(spec, ModelOptions(device="cpu"))
+    loaded.model = attach_lora(loaded.model, lora, seed=0)
+    with torch.no_grad():  # a trained adapter has B != 0; a fresh one would zero A's gradients
+        for name, param in loaded.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    config = FeaturizeConfig(dim=DIM, batch_size=args.batch_size, max_length=args.max_length)
+    pool = long_records(args.examples, seed=0)
+    small = Pool(list(pool)[: args.reference_examples])
+    with tempfile.TemporaryDirectory() as root:
+        featurizer = Featurizer(loaded, config, store=FeatureStore(root))
+        tokens = tokenize_pool(pool, loaded.tokenizer, config)
+        mean_len = np.mean([len(t.input_ids) for t in tokens])
+        print(
+            f"model {spec}, LoRA r={lora.r} on {lora.target_modules}, gradient dim "
+            f"{featurizer.grads.dim:,}, {args.examples} examples of {mean_len:.0f} tokens, "
+            f"batch {args.batch_size}, d={DIM}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; median of {args.repeats} alternating runs"
+        )
+        floor_seconds(featurizer, small, config)  # warm-up
+        ours_runs, floor_runs = [], []
+        for rep in range(args.repeats):
+            store = FeatureStore(Path(root) / f"run-{rep}")
+            fresh = Featurizer(loaded, config, store=store)
+            started = time.perf_counter()
+            features = fresh.run(pool, progress=False)
+            ours_runs.append(time.perf_counter() - started)
+            floor_runs.append(floor_seconds(featurizer, pool, config))
+        ours, floor = statistics.median(ours_runs), statistics.median(floor_runs)
+        reference, projecting = reference_seconds(featurizer, small, config)
+        ours_rate = args.examples / ours
+        ref_rate = len(small) / reference
+        print(f"selectkit extraction   {ours:8.2f} s  {ours_rate:8.2f} examples/s")
+        print(f"batched fwd+bwd floor  {floor:8.2f} s  {args.examples / floor:8.2f} examples/s")
+        print(
+            f"reference (loop+TRAK)  {reference:8.2f} s  {ref_rate:8.2f} examples/s "
+            f"({len(small)} examples; {projecting:.1f} s of it in TRAK's projector)"
+        )
+        speedup = ours_rate / ref_rate
+        print(
+            f"speed-up vs reference  {speedup:8.1f}x   target >= {SPEEDUP_TARGET:g}x  "
+            f"{verdict(speedup >= SPEEDUP_TARGET)}"
+        )
+        ratio = ours / floor
+        print(
+            f"time vs floor          {ratio:8.2f}x   target <= {FLOOR_TARGET:g}x   "
+            f"{verdict(ratio <= FLOOR_TARGET)}"
+        )
+        fidelity_pool = Pool(list(pool)[:64])
+        exact = exact_gradients(featurizer, fidelity_pool, config)
+        stored = features.read(0, len(fidelity_pool)).astype(np.float64)
+        rho = spearman(pairwise_cosines(exact), pairwise_cosines(stored))
+        print(
+            f"fidelity (Spearman)    {rho:8.4f}    target >= {FIDELITY_TARGET}   "
+            f"{verdict(rho >= FIDELITY_TARGET)}  (pairwise cosines of 64 examples, d={DIM})"
+        )
+
+
+if __name__ == "__main__":
+    main()
