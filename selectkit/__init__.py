@@ -38,15 +38,30 @@ _EXPORTS = {
     "Objective": "selectkit.solvers.objectives",
     "Scores": "selectkit.solvers.objectives",
     "Weights": "selectkit.solvers.objectives",
+    "FeaturizeConfig": "selectkit.features.featurize",
+    "featurize": "selectkit.features.featurize",
+    "score_pool": "selectkit.features.scoring",
+    "FeatureSet": "selectkit.features.store",
+    "FeatureStore": "selectkit.features.store",
+    "ModelOptions": "selectkit.models.loading",
+    "load_model": "selectkit.models.loading",
+    "LoraSpec": "selectkit.models.lora",
+    "WarmupConfig": "selectkit.train.warmup",
+    "warmup": "selectkit.train.warmup",
 }
 
 __all__ = [
     "Budget",
     "Constraints",
     "Context",
+    "FeatureSet",
+    "FeatureStore",
+    "FeaturizeConfig",
     "Host",
     "LogWeights",
+    "LoraSpec",
     "Method",
+    "ModelOptions",
     "Objective",
     "Pool",
     "Quota",
@@ -55,12 +70,17 @@ __all__ = [
     "Selection",
     "Solution",
     "Solver",
+    "WarmupConfig",
     "Weights",
     "__version__",
+    "featurize",
     "get_host",
     "hookimpl",
+    "load_model",
     "load_pool",
+    "score_pool",
     "select",
+    "warmup",
 ]
 
 
@@ -80,10 +100,16 @@ if TYPE_CHECKING:
     from selectkit.api import select
     from selectkit.data.load import load_pool
     from selectkit.data.pool import Pool, Record
+    from selectkit.features.featurize import FeaturizeConfig, featurize
+    from selectkit.features.scoring import score_pool
+    from selectkit.features.store import FeatureSet, FeatureStore
     from selectkit.hookspecs import hookimpl
     from selectkit.host import Host, get_host
     from selectkit.methods import Context, Method
+    from selectkit.models.loading import ModelOptions, load_model
+    from selectkit.models.lora import LoraSpec
     from selectkit.selection import Selection
     from selectkit.solvers.base import Solution, Solver
     from selectkit.solvers.budget import Budget, Constraints, Quota
     from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
+    from selectkit.train.warmup import WarmupConfig, warmup

@@ -12,24 +12,12 @@ import click
 from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
-from selectkit.commands.options import load_options, pool_options
+from selectkit.commands.options import ErrorReportingGroup, load_options, pool_options
 from selectkit.commands.warmup import warmup_command
-from selectkit.errors import SelectkitError
 from selectkit.host import Host, get_host
 
 
-class _Group(click.Group):
-    """Turns selectkit's own errors into one clear line and exit status 2, without a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SelectkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=_Group)
+@click.group(cls=ErrorReportingGroup)
 @click.version_option(__version__, prog_name="selectkit")
 def cli() -> None:
     """Choose which examples to fine-tune an LLM on."""

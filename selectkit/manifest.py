@@ -78,7 +78,7 @@ def build_manifest(
             "scores": objective.values[indices],
             "weights": weights,
         },
-        "versions": _versions(),
+        "versions": versions(),
         "timings_s": {key: round(value, 6) for key, value in timings.items()},
     }
     return jsonable(manifest)
@@ -101,19 +101,20 @@ def _plugin_of(host: Host, method_name: str) -> dict[str, Any] | None:
     return None
 
 
-def _versions() -> dict[str, str]:
-    versions = {
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and every library that can change a result."""
+    found = {
         "selectkit": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": np.__version__,
     }
-    for dist in ("pluggy", "cvxpy", "torch", "transformers"):
+    for dist in ("pluggy", "cvxpy", "torch", "transformers", "peft", "accelerate"):
         try:
-            versions[dist] = metadata.version(dist)
+            found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return found
 
 
 def jsonable(value: Any) -> Any:

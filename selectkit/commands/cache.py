@@ -8,19 +8,9 @@ from typing import Any
 
 import click
 
-from selectkit.errors import SelectkitError, StoreError
+from selectkit.commands.options import ErrorReportingGroup
+from selectkit.errors import StoreError
 from selectkit.features.store import FeatureSet, FeatureStore, human_bytes
-
-
-class _Group(click.Group):
-    """Turns selectkit's own errors into one clear line and exit status 2, without a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SelectkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
 
 
 def _cache_dir_option(func):
@@ -32,7 +22,7 @@ def _cache_dir_option(func):
     )(func)
 
 
-@click.group("cache", cls=_Group)
+@click.group("cache", cls=ErrorReportingGroup)
 def cache() -> None:
     """List, inspect, verify and remove stored feature sets."""
 

@@ -7,6 +7,20 @@ from typing import Any
 
 import click
 
+from selectkit.errors import SelectkitError
+
+
+class ErrorReportingGroup(click.Group):
+    """Turns selectkit's own errors into one clear line and exit status 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SelectkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
 _RECORD_OPTIONS = [
     click.option("--format", "format_", help="File format (default: from the file name)."),
     click.option("--shape", help="Record shape: alpaca, chat, prompt_completion, text."),
@@ -29,6 +43,32 @@ _TOKEN_OPTIONS = [
 ]
 
 
+_MODEL_OPTIONS = [
+    click.option(
+        "--model",
+        default="smollm2",
+        show_default=True,
+        help="Model folder, hub name, or built-in name (smollm2, tiny-llama).",
+    ),
+    click.option("--lora-r", default=8, show_default=True, type=int, help="Rank of a new LoRA."),
+    click.option("--lora-alpha", default=32.0, show_default=True, type=float),
+    click.option(
+        "--lora-targets",
+        default="q_proj,k_proj,v_proj,o_proj",
+        show_default=True,
+        help="Module names for a new LoRA, or all-linear.",
+    ),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),
+    click.option(
+        "--model-dtype",
+        type=click.Choice(["float32", "bfloat16", "float16"]),
+        default="float32",
+        show_default=True,
+    ),
+    click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run."),
+]
+
+
 def _apply(options: list[Callable[[Any], Any]], func: Any) -> Any:
     for option in reversed(options):
         func = option(func)
@@ -43,6 +83,32 @@ def record_options(func: Any) -> Any:
 def pool_options(func: Any) -> Any:
     """Record options plus token costing, for commands that budget in tokens."""
     return _apply(_RECORD_OPTIONS + _TOKEN_OPTIONS, func)
+
+
+def model_options(func: Any) -> Any:
+    """Options that say which model to load, where, and which LoRA adapter to create."""
+    return _apply(_MODEL_OPTIONS, func)
+
+
+def lora_spec(kw: dict[str, Any]) -> Any:
+    """The :class:`~selectkit.models.lora.LoraSpec` the parsed options describe."""
+    from selectkit.models.lora import LoraSpec
+
+    targets = kw["lora_targets"]
+    return LoraSpec(
+        r=kw["lora_r"],
+        alpha=kw["lora_alpha"],
+        target_modules=targets if targets == "all-linear" else tuple(targets.split(",")),
+    )
+
+
+def model_load_options(kw: dict[str, Any]) -> Any:
+    """The :class:`~selectkit.models.loading.ModelOptions` the parsed options describe."""
+    from selectkit.models.loading import ModelOptions
+
+    return ModelOptions(
+        device=kw["device"], dtype=kw["model_dtype"], trust_remote_code=kw["trust_remote_code"]
+    )
 
 
 def load_options(kw: dict[str, Any], group_by: str | None = None) -> Any:

@@ -9,7 +9,6 @@ computed by separate processes end with the same bytes as one run.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from selectkit import __version__
 from selectkit.data.batching import pad_batch
 from selectkit.data.tokenize import Template, Tokenized, Truncation, tokenize_many
 from selectkit.errors import ParamError, RecordError
@@ -30,6 +28,7 @@ from selectkit.features.gradient_types import (
 )
 from selectkit.features.gradients import Method, PerExampleGradients
 from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
+from selectkit.manifest import versions
 from selectkit.models.lora import LoraSpec, attach_lora, load_adapter
 
 if TYPE_CHECKING:
@@ -159,19 +158,6 @@ def feature_key(
     return key
 
 
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "selectkit": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 class Featurizer:
     """Extracts features of pools under one model state (a base model plus adapter).
 
@@ -215,7 +201,7 @@ class Featurizer:
             self.grads.dim, config.dim, config.seed, device=self.grads.device
         )
 
-    def describe(self, pool: Pool, shard: tuple[int, int]) -> dict[str, Any]:
+    def describe(self, pool: Pool) -> dict[str, Any]:
         """What the manifest records beside the key: provenance that does not change bytes."""
         checkpoint = Path(self.checkpoint["path"]).name if self.checkpoint else "fresh adapter"
         source = Path(pool.origin["path"]).name if pool.origin.get("path") else "in-memory pool"
@@ -230,8 +216,7 @@ class Featurizer:
             "pool_origin": pool.origin,
             "checkpoint": self.checkpoint,
             "config": {k: v for k, v in asdict(self.config).items() if k != "adam"},
-            "versions": _versions(),
-            "shard": list(shard),
+            "versions": versions(),
         }
 
     def run(
@@ -254,7 +239,7 @@ class Featurizer:
                 order=block_order(tokens),
                 columns=COLUMNS,
             )
-        features = self.store.open(key, layout, meta=self.describe(pool, shard))
+        features = self.store.open(key, layout, meta=self.describe(pool))
         with features.claim(shard):
             pending = features.pending_blocks(shard)
             started = time.perf_counter()
@@ -262,13 +247,8 @@ class Featurizer:
             for block in tqdm(pending, desc=label, unit="block", disable=not progress):
                 self._write_block(features, layout, block, tokens, pool)
             if pending:
-                features.update_meta(
-                    {
-                        f"seconds_shard_{shard[0]}_of_{shard[1]}": round(
-                            time.perf_counter() - started, 3
-                        )
-                    }
-                )
+                elapsed = round(time.perf_counter() - started, 3)
+                features.update_meta({f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed})
             features.finalize()
         return features
 
@@ -351,11 +331,12 @@ def featurize(
     """Features of ``pool`` under each checkpoint's adapter (one store entry per checkpoint).
 
     ``checkpoints`` are adapter checkpoint folders or warmup run folders (all of whose
-    ``checkpoint-*`` folders are used, in step order). Without ``checkpoints`` the model gets a fresh LoRA adapter from ``lora`` (seeded by
-    ``config.seed``), or, with ``param_names``, gradients over those base parameters instead
-    (``lora=None`` and no names: over whatever is trainable already). ``adam`` features need
-    checkpoints whose optimizer state holds the Adam moments. Adapters attached here are
-    removed again afterwards, so ``model`` ends as it started.
+    ``checkpoint-*`` folders are used, in step order). Without ``checkpoints`` the model gets
+    a fresh LoRA adapter from ``lora`` (seeded by ``config.seed``), or, with ``param_names``,
+    gradients over those base parameters instead (``lora=None`` and no names: over whatever is
+    trainable already). ``adam`` features need checkpoints whose optimizer state holds the Adam
+    moments. Adapters attached here are removed again afterwards, so ``model`` ends as it
+    started.
     """
     from selectkit.models.loading import ModelOptions, load_model
     from selectkit.train.checkpoints import adam_moments, find_checkpoints

@@ -17,18 +17,16 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from selectkit import __version__
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized, tokenize_many
 from selectkit.errors import ParamError, RecordError
-from selectkit.manifest import jsonable
+from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.output import atomic_writer
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
@@ -186,16 +184,6 @@ def _model_description(peft_model: Any) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
-    versions = {"selectkit": __version__}
-    for dist in ("torch", "transformers", "peft", "accelerate"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 _IDENTITY_KEYS = ("pool_fingerprint", "config", "adapter", "model")
 
 
@@ -334,7 +322,7 @@ def warmup(
             "indices": indices.tolist(),
             "ids": [pool[int(i)].id for i in indices],
         },
-        "versions": _versions(),
+        "versions": versions(),
         "checkpoints": [],
     }
     manifest = json.loads(json.dumps(jsonable(manifest)))  # exactly as it reads back

@@ -27,7 +27,7 @@ from selectkit.features.featurize import (
 )
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.store import FeatureStore, RowStatus
-from selectkit.models.loading import load_model
+from selectkit.models.loading import ModelOptions, load_model
 from selectkit.models.lora import LoraSpec
 
 CONFIG = FeaturizeConfig(dim=64, batch_size=4, max_length=96)
@@ -241,3 +241,20 @@ def test_named_parameters_and_bad_requests(pool, tmp_path):
         parse_shard("2")
     with pytest.raises(ParamError, match="0 <= i < n"):
         parse_shard("3/3")
+
+
+def test_a_bfloat16_model_gives_float32_rows_close_to_float32(pool, tmp_path):
+    store = FeatureStore(tmp_path)
+    (full,) = featurize(pool, "tiny-llama", config=CONFIG, store=store, progress=False)
+    (half,) = featurize(
+        pool,
+        "tiny-llama",
+        config=CONFIG,
+        store=store,
+        model_options=ModelOptions(dtype="bfloat16"),
+        progress=False,
+    )
+    assert half.key["compute_dtype"] == "bfloat16" and half.id != full.id
+    a, b = full.read(0, len(pool)), half.read(0, len(pool))
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert b.dtype == np.float32 and cosine.min() > 0.95

@@ -26,28 +26,16 @@ WEIGHTS = (0.5, 2.0, -0.25)
 SUBTASKS = ["qa", "qa", "math", "code", "math", "qa", "code", "code", "math", "qa", "bio"]
 
 
-class RecordingRows:
+class RecordingRows(ArrayRows):
     """A RowSource over an array that records every range read, and stores float16."""
 
     def __init__(self, array: np.ndarray) -> None:
-        self.array = array.astype(np.float16)
+        super().__init__(array.astype(np.float16))
         self.reads: list[tuple[int, int]] = []
-
-    @property
-    def num_rows(self) -> int:
-        return self.array.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.array.shape[1]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.array.dtype
 
     def read(self, start: int, stop: int) -> np.ndarray:
         self.reads.append((start, stop))
-        return self.array[start:stop].copy()
+        return super().read(start, stop).copy()
 
 
 def _arrays(n: int, dims=DIMS, seed: int = 0) -> list[np.ndarray]:

@@ -66,3 +66,9 @@ def test_unknown_specs_and_devices_are_clear_errors(tmp_path):
         with pytest.raises(ParamError, match="not available"):
             resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_an_unreachable_hub_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ParamError, match=r"hub \(offline\?\)"):
+        load_model("selectkit-tests/no-such-model")
