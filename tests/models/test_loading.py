@@ -69,6 +69,8 @@ def test_unknown_specs_and_devices_are_clear_errors(tmp_path):
 
 
 def test_an_unreachable_hub_name_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ParamError, match=r"hub \(offline\?\)"):
         load_model("selectkit-tests/no-such-model")
