@@ -341,6 +341,8 @@ def featurize(
     from selectkit.models.loading import ModelOptions, load_model
     from selectkit.train.checkpoints import adam_moments, find_checkpoints
 
+    if len(pool) == 0:
+        raise ParamError("the pool is empty: there is nothing to featurize")
     if param_names is not None and checkpoints:
         raise ParamError("give adapter checkpoints or parameter names, not both")
     found = [c for path in checkpoints for c in find_checkpoints(path)]

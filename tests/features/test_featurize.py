@@ -237,6 +237,8 @@ def test_named_parameters_and_bad_requests(pool, tmp_path):
         featurize(pool, "tiny-llama", config=FeaturizeConfig(gradient="adam"), store=store)
     with pytest.raises(ParamError, match="not both"):
         featurize(pool, "tiny-llama", checkpoints=[tmp_path], param_names=["x"], store=store)
+    with pytest.raises(ParamError, match="empty"):
+        featurize(load_records_from_list([]), "tiny-llama", store=store)
     with pytest.raises(ParamError, match="i/n"):
         parse_shard("2")
     with pytest.raises(ParamError, match="0 <= i < n"):
