@@ -277,7 +277,7 @@ def _build(
 
     errors.sort(key=lambda e: (e.line is None, e.line or 0))
     if not records:
-        where = path or "the rows"
+        where = path or "the list of rows"
         if not errors:
             raise FormatError(f"{where} has no records")
         raise FormatError(

@@ -16,6 +16,7 @@ import torch
 
 from selectkit.data.batching import pad_batch
 from selectkit.data.load import load_pool, load_records_from_list
+from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError, RecordError
 from selectkit.features.featurize import (
@@ -238,7 +239,7 @@ def test_named_parameters_and_bad_requests(pool, tmp_path):
     with pytest.raises(ParamError, match="not both"):
         featurize(pool, "tiny-llama", checkpoints=[tmp_path], param_names=["x"], store=store)
     with pytest.raises(ParamError, match="empty"):
-        featurize(load_records_from_list([]), "tiny-llama", store=store)
+        featurize(Pool([]), "tiny-llama", store=store)
     with pytest.raises(ParamError, match="i/n"):
         parse_shard("2")
     with pytest.raises(ParamError, match="0 <= i < n"):
