@@ -16,12 +16,15 @@ class Context:
     """What a run gives every method besides its parameters.
 
     ``seed`` drives all randomness of the method; ``n_jobs`` bounds its parallelism (0 means
-    all cores); ``progress`` asks for progress bars on long work.
+    all cores); ``progress`` asks for progress bars on long work. ``budget_records`` is the
+    number of records a count budget selects (``None`` for token budgets), for methods whose
+    scoring depends on it, so they can refuse an impossible request before heavy work.
     """
 
     seed: int = 0
     n_jobs: int = 0
     progress: bool = False
+    budget_records: int | None = None
 
 
 class Method(ABC):

@@ -28,3 +28,33 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (see README, Data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def targeted():
+    """A generated pool of 10 task families (30 records each) and 10 held-out unit
+    conversions as the target, for the targeted-selection tests of the gradient methods."""
+    from selectkit.data.load import load_records_from_list
+    from selectkit.data.synthetic import make_records
+
+    pool_rows = make_records(30, seed=0)
+    target_rows = make_records(10, seed=1, families=["units"], id_prefix="target", avoid=pool_rows)
+    pool = load_records_from_list(pool_rows, group_field="family")
+    target = load_records_from_list(target_rows, group_field="family")
+    return pool, target
+
+
+@pytest.fixture(scope="session")
+def gradient_params(tmp_path_factory) -> dict:
+    """Gradient-method parameters for a tiny Llama, with one store and warmup cache shared by
+    every test of the session (so the warmup runs once)."""
+    return {
+        "model": "tiny-llama",
+        "dim": 256,
+        "max_length": 128,
+        "warmup_epochs": 2,
+        "warmup_fraction": 0.2,
+        "warmup_lr": 1e-3,
+        "lora_targets": "all-linear",
+        "cache_dir": str(tmp_path_factory.mktemp("features")),
+    }

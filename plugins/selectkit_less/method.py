@@ -1,0 +1,110 @@
+"""The ``less`` method.
+
+Xia, Malladi, Gururangan, Arora and Chen (2024), "LESS: Selecting Influential Data for
+Targeted Instruction Tuning" (ICML). Warm up a LoRA adapter on a random 5% of the pool; at each
+warmup checkpoint, take Adam-preconditioned, randomly projected LoRA gradients of the pool and
+plain (SGD) gradients of the target; score each pool example by its cosine similarity to the
+target, summed over checkpoints weighted by each checkpoint's average learning rate; aggregate
+over the target as the mean within each target subtask, then the max across subtasks; the solver
+takes the top scores under the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from selectkit.data.fields import MISSING, get_field, is_empty
+from selectkit.data.pool import Pool
+from selectkit.errors import ParamError
+from selectkit.features.pipeline import (
+    GradientParams,
+    GradientPipeline,
+    check_pairs,
+    learning_rates,
+)
+from selectkit.features.scoring import iter_similarity, score_pool
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import Scores
+from selectkit_less.aggregate import (
+    check_round_robin,
+    mean_by_subtask,
+    round_robin_scores,
+    subtask_labels,
+)
+
+
+@dataclass(frozen=True)
+class LessParams(GradientParams):
+    """Parameters of ``less``; defaults follow the paper except the LoRA rank (8, not 128)."""
+
+    aggregate: Literal["subtask_max", "mean", "max", "round_robin"] = field(
+        default="subtask_max",
+        metadata={
+            "help": "subtask_max: mean within each target subtask, then max (LESS); mean or max "
+            "over all targets; round_robin: every subtask's best records in turn"
+        },
+    )
+    subtask_field: str = field(
+        default="",
+        metadata={
+            "help": "field of the target records naming their subtask (dotted paths allowed); "
+            "empty: the target's groups, or one subtask when it has none"
+        },
+    )
+
+
+class Less(Method):
+    """LESS: Adam-preconditioned LoRA-gradient similarity to the target (Xia et al. 2024)."""
+
+    name = "less"
+    Params = LessParams
+    needs_target = True
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
+        assert target is not None
+        params: LessParams = self.params
+        labels = self._subtasks(target)
+        if params.aggregate == "round_robin":
+            check_round_robin(len(set(labels)), context.budget_records)
+        pipeline = GradientPipeline(params, context)
+        pipeline.check_examples(pool, target)
+        checkpoints = pipeline.checkpoints(pool)
+        pool_sets = pipeline.features(pool, "adam", checkpoints)
+        target_sets = pipeline.features(target, "sgd", checkpoints)
+        check_pairs(pool_sets, target_sets)
+        rates = learning_rates(pool_sets)
+        if params.aggregate == "round_robin":
+            per_subtask = np.concatenate(
+                [
+                    mean_by_subtask(chunk.cpu().numpy(), labels)
+                    for _, chunk in iter_similarity(pool_sets, target_sets, rates)
+                ]
+            )
+            return Scores(round_robin_scores(per_subtask))
+        values = score_pool(
+            pool_sets,
+            target_sets,
+            rates,
+            aggregate=params.aggregate,
+            subtasks=labels if params.aggregate == "subtask_max" else None,
+            progress=context.progress,
+        )
+        return Scores(values)
+
+    def _subtasks(self, target: Pool) -> list[str]:
+        name = self.params.subtask_field
+        if not name:
+            return subtask_labels(target.groups)
+        labels = []
+        for record in target:
+            value = get_field(record.raw, name)
+            if value is MISSING or is_empty(value):
+                raise ParamError(
+                    f"{record.source or '<target>'}:{record.line}: target record '{record.id}' "
+                    f"has no field '{name}' (subtask_field)"
+                )
+            labels.append(str(value))
+        return labels

@@ -1,0 +1,9 @@
+"""TracIn-CP: influence on a target as checkpoint-summed gradient inner products."""
+
+from selectkit.hookspecs import hookimpl
+from selectkit_tracin.method import TracIn
+
+
+@hookimpl
+def selectkit_register_methods():
+    return [TracIn]

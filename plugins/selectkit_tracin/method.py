@@ -1,0 +1,50 @@
+"""The ``tracin`` method.
+
+Pruthi, Liu, Kale and Sundararajan (2020), "Estimating Training Data Influence by Tracing
+Gradient Descent" (NeurIPS), TracIn-CP: the influence of a training example z on a target z' is
+``sum_c eta_c <grad l(z; theta_c), grad l(z'; theta_c)>`` over saved checkpoints c with learning
+rates eta_c. A pool record's score is its total influence on the target set (the sum over
+target examples), computed from the store's projected gradients: a random projection keeps
+inner products in expectation, with an error that shrinks as 1/sqrt(dim).
+"""
+
+from __future__ import annotations
+
+from selectkit.data.pool import Pool
+from selectkit.features.pipeline import (
+    GradientParams,
+    GradientPipeline,
+    check_pairs,
+    learning_rates,
+)
+from selectkit.features.scoring import score_pool
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import Scores
+
+
+class TracIn(Method):
+    """TracIn-CP: lr-weighted gradient inner products with the target (Pruthi et al. 2020).
+
+    Summed over checkpoints and target examples."""
+
+    name = "tracin"
+    Params = GradientParams
+    needs_target = True
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
+        assert target is not None
+        pipeline = GradientPipeline(self.params, context)
+        pipeline.check_examples(pool, target)
+        checkpoints = pipeline.checkpoints(pool)
+        pool_sets = pipeline.features(pool, "sgd", checkpoints)
+        target_sets = pipeline.features(target, "sgd", checkpoints)
+        check_pairs(pool_sets, target_sets)
+        mean = score_pool(
+            pool_sets,
+            target_sets,
+            learning_rates(pool_sets),
+            metric="inner",
+            aggregate="mean",
+            progress=context.progress,
+        )
+        return Scores(mean * len(target))

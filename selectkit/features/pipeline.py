@@ -1,0 +1,211 @@
+"""What every gradient method runs before it scores: model, warmup checkpoints, features.
+
+A gradient method's parameters subclass :class:`GradientParams`; its ``objective`` builds a
+:class:`GradientPipeline` and asks it for checkpoints (given, or a LoRA warmup run that is
+cached by content like the features) and for feature sets of the pool and target. Everything
+lands in the shared store, so a second method, or the same method with another target, reuses
+the warmup and the pool's features and only computes what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selectkit.errors import ParamError
+from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
+from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
+from selectkit.features.gradient_types import GradientKind
+from selectkit.features.store import FeatureSet, FeatureStore, default_root
+from selectkit.models.lora import LoraSpec
+
+if TYPE_CHECKING:
+    from selectkit.data.pool import Pool
+    from selectkit.host import Host
+    from selectkit.methods import Context
+    from selectkit.models.loading import LoadedModel
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class GradientParams:
+    """Parameters every gradient method shares; method parameter classes subclass this."""
+
+    model: str = field(
+        default="smollm2",
+        metadata=_help("model folder, hub name, or built-in name (smollm2, tiny-llama)"),
+    )
+    checkpoints: str = field(
+        default="",
+        metadata=_help(
+            "comma-separated warmup run or adapter checkpoint folders; empty: run (or reuse) "
+            "a cached LoRA warmup on the pool"
+        ),
+    )
+    warmup_fraction: float = field(default=0.05, metadata=_help("warmup: share of the pool"))
+    warmup_epochs: int = field(default=4, metadata=_help("warmup: epochs, one checkpoint each"))
+    warmup_lr: float = field(default=2e-5, metadata=_help("warmup: peak learning rate"))
+    warmup_batch_size: int = field(default=8, metadata=_help("warmup: examples per step"))
+    lora_r: int = field(default=8, metadata=_help("rank of the warmup LoRA adapter"))
+    lora_alpha: float = field(default=32.0, metadata=_help("alpha of the warmup LoRA adapter"))
+    lora_targets: str = field(
+        default="q_proj,k_proj,v_proj,o_proj",
+        metadata=_help("module names the LoRA adapts, or all-linear"),
+    )
+    projector: str = field(default="sjlt", metadata=_help("random projector (sjlt, rademacher)"))
+    dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
+    batch_size: int = field(default=16, metadata=_help("examples per extraction block"))
+    max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
+    store_dtype: str = field(default="float32", metadata=_help("float32 or float16 rows"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
+    model_dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
+    cache_dir: str = field(
+        default="", metadata=_help("feature store folder (default: SELECTKIT_CACHE_DIR)")
+    )
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.batch_size < 1 or self.max_length < 1:
+            raise ParamError("dim, batch_size and max_length must be positive")
+
+    def lora(self) -> LoraSpec:
+        targets = self.lora_targets
+        return LoraSpec(
+            r=self.lora_r,
+            alpha=self.lora_alpha,
+            target_modules=targets if targets == "all-linear" else tuple(targets.split(",")),
+        )
+
+
+class GradientPipeline:
+    """Loads the model once and hands out checkpoints and feature sets for a method run."""
+
+    def __init__(self, params: GradientParams, context: Context, host: Host | None = None):
+        self.params = params
+        self.context = context
+        self.host = host
+        self.store = FeatureStore(params.cache_dir or None)
+
+    @cached_property
+    def loaded(self) -> LoadedModel:
+        from selectkit.models.loading import ModelOptions, load_model
+
+        options = ModelOptions(device=self.params.device, dtype=self.params.model_dtype)
+        return load_model(self.params.model, options, host=self.host)
+
+    def check_examples(self, *pools: Pool) -> None:
+        """Tokenize every pool now, so an unusable record (no response token left) fails
+        naming its file and line before any warmup or extraction."""
+        config = FeaturizeConfig(max_length=self.params.max_length)
+        for pool in pools:
+            if len(pool) == 0:
+                raise ParamError("a pool or target set is empty: there is nothing to score")
+            tokenize_pool(pool, self.loaded.tokenizer, config)
+
+    def checkpoints(self, pool: Pool) -> list[Path]:
+        """The given checkpoint folders, or those of a warmup run on ``pool`` (reused when a
+        run with the same model, pool and settings is already in the cache)."""
+        if self.params.checkpoints:
+            folders = [Path(p.strip()) for p in self.params.checkpoints.split(",") if p.strip()]
+            missing = [str(p) for p in folders if not p.is_dir()]
+            if missing:
+                raise ParamError(f"checkpoint folder {missing[0]} does not exist")
+            return folders
+        return [c.path for c in self._warmup(pool)]
+
+    def _warmup(self, pool: Pool) -> list[Any]:
+        from selectkit.train.checkpoints import find_checkpoints
+        from selectkit.train.warmup import WarmupConfig, warmup
+
+        p = self.params
+        config = WarmupConfig(
+            fraction=p.warmup_fraction,
+            epochs=p.warmup_epochs,
+            learning_rate=p.warmup_lr,
+            batch_size=p.warmup_batch_size,
+            lora=p.lora(),
+            max_length=p.max_length,
+            seed=self.context.seed,
+        )
+        identity = {
+            "weights": tensors_digest(self.loaded.model.named_parameters()),
+            "tokenizer": tokenizer_digest(self.loaded.tokenizer),
+            "pool": pool.content_fingerprint,
+            "config": config.to_dict(),
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        out = self._warmup_root() / digest[:24]
+        manifest = out / "warmup.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+            return find_checkpoints(out)
+        return warmup(
+            pool,
+            self.loaded.model,
+            self.loaded.tokenizer,
+            out,
+            config,
+            progress=self.context.progress,
+        )
+
+    def _warmup_root(self) -> Path:
+        root = Path(self.params.cache_dir) if self.params.cache_dir else default_root()
+        return root.parent / "warmup" if root.name == "features" else root / "warmup"
+
+    def features(
+        self, pool: Pool, gradient: GradientKind, checkpoints: list[Path]
+    ) -> list[FeatureSet]:
+        """One feature set of ``pool`` per checkpoint (a fresh LoRA when there is none)."""
+        p = self.params
+        config = FeaturizeConfig(
+            gradient=gradient,
+            projector=p.projector,
+            dim=p.dim,
+            seed=self.context.seed,
+            dtype=p.store_dtype,  # type: ignore[arg-type]
+            batch_size=p.batch_size,
+            max_length=p.max_length,
+        )
+        return featurize(
+            pool,
+            self.loaded,
+            checkpoints=checkpoints,
+            lora=p.lora(),
+            config=config,
+            store=self.store,
+            progress=self.context.progress,
+            host=self.host,
+        )
+
+
+def learning_rates(feature_sets: list[FeatureSet]) -> list[float]:
+    """Each set's checkpoint learning rate (LESS's and TracIn's checkpoint weights); 1 for a
+    set made without a checkpoint."""
+    rates = []
+    for entry in feature_sets:
+        rate = (entry.meta.get("checkpoint") or {}).get("learning_rate")
+        rates.append(float(rate) if rate is not None else 1.0)
+    return rates
+
+
+def check_pairs(pool_sets: list[FeatureSet], target_sets: list[FeatureSet]) -> None:
+    """Pool and target features must come from the same model states and projection; say which
+    checkpoint differs, and how, before any scoring."""
+    if len(pool_sets) != len(target_sets):
+        raise ParamError(
+            f"{len(pool_sets)} pool feature sets but {len(target_sets)} target sets: they must "
+            "come from the same checkpoints"
+        )
+    for index, (a, b) in enumerate(zip(pool_sets, target_sets, strict=True)):
+        for name in ("base_weights", "trained_weights", "projector", "compute_dtype"):
+            if a.key.get(name) != b.key.get(name):
+                raise ParamError(
+                    f"checkpoint {index}: pool and target features differ in {name} "
+                    f"({a.key.get(name)} vs {b.key.get(name)}); extract both with the same "
+                    "model, adapter and projector"
+                )

@@ -1,0 +1,30 @@
+"""TracIn-CP: a brute-force sum of inner products, and targeted selection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from selectkit import select
+from selectkit.features.store import FeatureStore
+
+
+def test_tracin_equals_a_brute_force_sum_of_inner_products(targeted, gradient_params):
+    pool, target = targeted
+    selection = select(pool, "tracin", 15, target=target, params=gradient_params, seed=0)
+    entries = FeatureStore(gradient_params["cache_dir"]).entries()
+    sgd = [e for e in entries if e.key["gradient"]["kind"] == "sgd"]
+    by_checkpoint: dict[str, dict[int, object]] = {}
+    for entry in sgd:
+        by_checkpoint.setdefault(entry.meta["checkpoint"]["path"], {})[entry.num_rows] = entry
+    assert len(by_checkpoint) == 2
+    expected = np.zeros(len(pool))
+    for sets in by_checkpoint.values():
+        p, t = sets[len(pool)], sets[len(target)]
+        rate = p.meta["checkpoint"]["learning_rate"]
+        for i in range(len(pool)):
+            for j in range(len(target)):
+                row, other = p.read(i, i + 1)[0], t.read(j, j + 1)[0]
+                expected[i] += rate * float(np.dot(row.astype(np.float64), other))
+    np.testing.assert_allclose(selection.scores, expected, rtol=1e-4)
+    # Measured: 0.60 of the top 5% are unit conversions, against 0.10 at random.
+    assert selection.group_shares(pool).get("units", 0.0) >= 0.4
