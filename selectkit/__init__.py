@@ -46,6 +46,10 @@ _EXPORTS = {
     "ModelOptions": "selectkit.models.loading",
     "load_model": "selectkit.models.loading",
     "LoraSpec": "selectkit.models.lora",
+    "FinetuneConfig": "selectkit.train.finetune",
+    "finetune": "selectkit.train.finetune",
+    "finetune_selection": "selectkit.train.finetune",
+    "target_loss": "selectkit.train.evaluate",
     "WarmupConfig": "selectkit.train.warmup",
     "warmup": "selectkit.train.warmup",
 }
@@ -57,6 +61,7 @@ __all__ = [
     "FeatureSet",
     "FeatureStore",
     "FeaturizeConfig",
+    "FinetuneConfig",
     "Host",
     "LogWeights",
     "LoraSpec",
@@ -74,12 +79,15 @@ __all__ = [
     "Weights",
     "__version__",
     "featurize",
+    "finetune",
+    "finetune_selection",
     "get_host",
     "hookimpl",
     "load_model",
     "load_pool",
     "score_pool",
     "select",
+    "target_loss",
     "warmup",
 ]
 
@@ -112,4 +120,6 @@ if TYPE_CHECKING:
     from selectkit.solvers.base import Solution, Solver
     from selectkit.solvers.budget import Budget, Constraints, Quota
     from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
+    from selectkit.train.evaluate import target_loss
+    from selectkit.train.finetune import FinetuneConfig, finetune, finetune_selection
     from selectkit.train.warmup import WarmupConfig, warmup

@@ -13,6 +13,7 @@ from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
 from selectkit.commands.options import ErrorReportingGroup, load_options, pool_options
+from selectkit.commands.train import evaluate_command, train_command
 from selectkit.commands.warmup import warmup_command
 from selectkit.host import Host, get_host
 
@@ -179,16 +180,29 @@ def methods_command(name: str | None) -> None:
 
 @cli.command("demo")
 @click.option("--out", "out_dir", default="selectkit-demo", show_default=True, type=click.Path())
+@click.option("--model", default="smollm2", show_default=True, help="Model for gradient methods.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--per-family", default=300, show_default=True, type=int, help="Pool records each.")
-def demo_command(out_dir: str, seed: int, per_family: int) -> None:
-    """Targeted selection on a generated instruction pool: DSIR against the baselines."""
+@click.option("--per-family", default=30, show_default=True, type=int, help="Pool records each.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
+def demo_command(
+    out_dir: str, model: str, seed: int, per_family: int, cache_dir: str | None
+) -> None:
+    """Targeted selection on a generated pool: LESS, TracIn, gradient matching, DSIR, baselines."""
     from selectkit.demo import run_demo
 
-    run_demo(Path(out_dir), seed=seed, per_family=per_family, echo=click.echo)
+    run_demo(
+        Path(out_dir),
+        model=model,
+        seed=seed,
+        per_family=per_family,
+        cache_dir=cache_dir,
+        echo=click.echo,
+    )
 
 
 cli.add_command(warmup_command)
+cli.add_command(train_command)
+cli.add_command(evaluate_command)
 cli.add_command(featurize_command)
 cli.add_command(cache_group)
 

@@ -8,6 +8,7 @@ import click
 
 from selectkit.commands.options import (
     load_options,
+    lora_options,
     lora_spec,
     model_load_options,
     model_options,
@@ -72,6 +73,7 @@ from selectkit.commands.options import (
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
+@lora_options
 @record_options
 def featurize_command(**kw: Any) -> None:
     """Extract per-example gradient features of POOL into the feature store.

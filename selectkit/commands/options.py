@@ -50,14 +50,6 @@ _MODEL_OPTIONS = [
         show_default=True,
         help="Model folder, hub name, or built-in name (smollm2, tiny-llama).",
     ),
-    click.option("--lora-r", default=8, show_default=True, type=int, help="Rank of a new LoRA."),
-    click.option("--lora-alpha", default=32.0, show_default=True, type=float),
-    click.option(
-        "--lora-targets",
-        default="q_proj,k_proj,v_proj,o_proj",
-        show_default=True,
-        help="Module names for a new LoRA, or all-linear.",
-    ),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),
     click.option(
         "--model-dtype",
@@ -66,6 +58,17 @@ _MODEL_OPTIONS = [
         show_default=True,
     ),
     click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run."),
+]
+
+_LORA_OPTIONS = [
+    click.option("--lora-r", default=8, show_default=True, type=int, help="Rank of a new LoRA."),
+    click.option("--lora-alpha", default=32.0, show_default=True, type=float),
+    click.option(
+        "--lora-targets",
+        default="q_proj,k_proj,v_proj,o_proj",
+        show_default=True,
+        help="Module names for a new LoRA, or all-linear.",
+    ),
 ]
 
 
@@ -86,8 +89,13 @@ def pool_options(func: Any) -> Any:
 
 
 def model_options(func: Any) -> Any:
-    """Options that say which model to load, where, and which LoRA adapter to create."""
+    """Options that say which model to load, and where."""
     return _apply(_MODEL_OPTIONS, func)
+
+
+def lora_options(func: Any) -> Any:
+    """Options that shape a new LoRA adapter."""
+    return _apply(_LORA_OPTIONS, func)
 
 
 def lora_spec(kw: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ import click
 
 from selectkit.commands.options import (
     load_options,
+    lora_options,
     lora_spec,
     model_load_options,
     model_options,
@@ -39,6 +40,7 @@ from selectkit.commands.options import (
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
+@lora_options
 @record_options
 def warmup_command(**kw: Any) -> None:
     """Train a LoRA adapter on a random fraction of POOL, saving a checkpoint per epoch.

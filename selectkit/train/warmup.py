@@ -9,13 +9,9 @@ mean learning rate, in plain JSON.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
-import hashlib
 import json
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +20,21 @@ import numpy as np
 
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template, Tokenized, tokenize_many
-from selectkit.errors import ParamError, RecordError
+from selectkit.data.tokenize import Template, Tokenized
+from selectkit.errors import ParamError
 from selectkit.manifest import jsonable, versions
-from selectkit.models.lora import LoraSpec, attach_lora
-from selectkit.output import atomic_writer
+from selectkit.models.lora import LoraSpec
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
+from selectkit.train.runs import (
+    adapter_description,
+    claim_run_folder,
+    model_description,
+    own_rng,
+    pad_token_id,
+    tokenize_subset,
+    trainable_copy,
+    write_manifest,
+)
 
 MANIFEST_NAME = "warmup.json"
 MANIFEST_KIND = "selectkit.warmup"
@@ -113,31 +118,6 @@ def warmup_subset(pool_size: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def _tokenize(
-    pool: Pool, indices: np.ndarray, tokenizer: Any, config: WarmupConfig
-) -> list[Tokenized]:
-    records = [pool[int(i)] for i in indices]
-    examples: list[Tokenized] = []
-    for result in tokenize_many(
-        records, tokenizer, template=config.template, max_length=config.max_length
-    ):
-        if isinstance(result, RecordError):
-            raise result
-        examples.append(result)
-    return examples
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for attribute in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attribute, None)
-        if value is not None:
-            return int(value)
-    raise ParamError(
-        "the tokenizer has neither a pad nor an EOS token, so batches cannot be padded; set "
-        "tokenizer.pad_token before the warmup"
-    )
-
-
 def _check_scheduler(name: str) -> None:
     from transformers.trainer_utils import SchedulerType
 
@@ -146,93 +126,7 @@ def _check_scheduler(name: str) -> None:
         raise ParamError(f"warmup: lr_scheduler must be one of {names}, not '{name}'")
 
 
-def _trainable_copy(model: Any, config: WarmupConfig) -> Any:
-    """A deep copy of ``model`` wrapped in a fresh LoRA adapter, or a deep copy of a PEFT model
-    as given, so the caller's model is never changed."""
-    from peft import PeftModel
-
-    trained = copy.deepcopy(model)
-    if not isinstance(trained, PeftModel):
-        trained = attach_lora(trained, config.lora, seed=config.seed)
-    if not any(p.requires_grad for p in trained.parameters()):
-        raise ParamError(
-            "the PEFT model has no trainable parameters; load its adapter with "
-            "is_trainable=True (selectkit.models.lora.load_adapter does)"
-        )
-    return trained
-
-
-def _adapter_description(peft_model: Any) -> dict[str, Any]:
-    adapter = peft_model.peft_config[peft_model.active_adapter]
-    targets = adapter.target_modules
-    return {
-        "type": str(adapter.peft_type.value),
-        "r": getattr(adapter, "r", None),
-        "alpha": getattr(adapter, "lora_alpha", None),
-        "dropout": getattr(adapter, "lora_dropout", None),
-        "target_modules": sorted(targets) if isinstance(targets, (set, list)) else targets,
-    }
-
-
-def _model_description(peft_model: Any) -> dict[str, Any]:
-    base = peft_model.get_base_model()
-    config_json = base.config.to_json_string(use_diff=False)
-    return {
-        "class": type(base).__name__,
-        "name_or_path": getattr(base.config, "_name_or_path", "") or None,
-        "config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
-    }
-
-
 _IDENTITY_KEYS = ("pool_fingerprint", "config", "adapter", "model")
-
-
-def _claim(out: Path, manifest: dict[str, Any]) -> None:
-    """Make sure ``out`` is empty or holds this same run, so checkpoints are never mixed."""
-    if out.exists() and not out.is_dir():
-        raise ParamError(f"warmup output {out} is a file; give a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    previous_path = out / MANIFEST_NAME
-    if not previous_path.is_file():
-        raise ParamError(
-            f"warmup output {out} is not empty and holds no {MANIFEST_NAME}, so it is not a "
-            "warmup run; give an empty or new folder"
-        )
-    try:
-        previous = json.loads(previous_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ParamError(f"{previous_path} is not valid JSON ({exc}); remove the folder") from exc
-    differs = [key for key in _IDENTITY_KEYS if previous.get(key) != manifest[key]]
-    if previous.get("kind") != MANIFEST_KIND:
-        differs.insert(0, "kind")
-    if differs:
-        raise ParamError(
-            f"warmup output {out} holds a different warmup run (it differs in: "
-            f"{', '.join(differs)}); give an empty or new folder so checkpoints are never mixed"
-        )
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    with atomic_writer(out / MANIFEST_NAME) as handle:
-        json.dump(manifest, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-
-
-@contextlib.contextmanager
-def _own_rng() -> Iterator[None]:
-    """Run with the global random states restored afterwards: the Trainer reseeds Python,
-    NumPy and PyTorch, which should not leak into the caller's program."""
-    import torch
-
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng():
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
 
 
 def _train(
@@ -305,17 +199,19 @@ def warmup(
     out = Path(out_dir)
     _check_scheduler(config.lr_scheduler)
     indices = warmup_subset(len(pool), config.fraction, config.seed)
-    examples = _tokenize(pool, indices, tokenizer, config)
-    pad_id = _pad_id(tokenizer)
-    peft_model = _trainable_copy(model, config)
+    examples = tokenize_subset(
+        pool, indices, tokenizer, template=config.template, max_length=config.max_length
+    )
+    pad_id = pad_token_id(tokenizer)
+    peft_model = trainable_copy(model, config.lora, config.seed)
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
         "status": "running",
         "pool_fingerprint": pool.fingerprint,
         "config": config.to_dict(),
-        "adapter": _adapter_description(peft_model),
-        "model": _model_description(peft_model),
+        "adapter": adapter_description(peft_model),
+        "model": model_description(peft_model),
         "seed": config.seed,
         "subset": {
             "pool_records": len(pool),
@@ -326,11 +222,11 @@ def warmup(
         "checkpoints": [],
     }
     manifest = json.loads(json.dumps(jsonable(manifest)))  # exactly as it reads back
-    _claim(out, manifest)
+    claim_run_folder(out, manifest, name=MANIFEST_NAME, identity=_IDENTITY_KEYS, what="warmup")
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, manifest)
+    write_manifest(out / MANIFEST_NAME, manifest)
 
-    with _own_rng():
+    with own_rng():
         _train(peft_model, examples, pad_id, out, config, progress)
 
     checkpoints = find_checkpoints(out)
@@ -345,5 +241,5 @@ def warmup(
         }
         for c in checkpoints
     ]
-    _write_manifest(out, manifest)
+    write_manifest(out / MANIFEST_NAME, manifest)
     return checkpoints

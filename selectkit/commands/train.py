@@ -1,0 +1,202 @@
+"""``selectkit train`` and ``selectkit evaluate``: fine-tune on a selection, then measure the
+loss on the target, to see whether a selection helps more than a random one of the same size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from selectkit.commands.options import (
+    load_options,
+    lora_options,
+    lora_spec,
+    model_load_options,
+    model_options,
+    record_options,
+)
+from selectkit.errors import ParamError
+
+_TEMPLATE = click.option(
+    "--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True
+)
+
+_SAME_POOL = (
+    "the same POOL file, record options (--shape, --field, ...) and --group-by, and "
+    "--cost-tokenizer/--cost-max-length set to the --tokenizer/--max-length of `selectkit select`"
+)
+
+
+def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | None, dict]:
+    """The selected indices, their weights (``None`` when the selection has none) and the whole
+    manifest, from a ``picked.manifest.json`` written by ``selectkit select``."""
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        fingerprint = manifest["pool"]["fingerprint"]
+        indices = manifest["selection"]["indices"]
+        weights = manifest["selection"].get("weights")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParamError(
+            f"{path} is not a selectkit selection manifest ({type(exc).__name__}: {exc}); pass "
+            "the .manifest.json written beside `selectkit select --out`"
+        ) from None
+    if not isinstance(fingerprint, str) or not isinstance(indices, list):
+        raise ParamError(f"{path}: the pool fingerprint or the selected indices are malformed")
+    return indices, weights, manifest
+
+
+@click.command("train")
+@click.argument("pool_path", metavar="POOL", type=click.Path(exists=True))
+@click.option(
+    "--selection",
+    "selection_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Selection manifest (picked.manifest.json): train on its records, with its weights.",
+)
+@click.option("--all", "train_all", is_flag=True, help="Train on every record of POOL instead.")
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the adapter and finetune.json.",
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    help="Exactly this many optimizer steps, cycling through the records (overrides --epochs).",
+)
+@click.option("--epochs", default=1, show_default=True, type=int)
+@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, type=int)
+@click.option("--max-length", default=512, show_default=True, type=int)
+@_TEMPLATE
+@click.option("--seed", default=0, show_default=True, type=int, help="LoRA init, order, dropout.")
+@click.option("--group-by", help="The --group-by the selection's pool was loaded with.")
+@click.option("--cost-tokenizer", help="The --tokenizer the selection's pool was costed with.")
+@click.option("--cost-max-length", type=int, help="The --max-length it was costed with.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@model_options
+@lora_options
+@record_options
+def train_command(**kw: Any) -> None:
+    """Fine-tune a LoRA adapter on a selection of POOL (or all of it) and save it in --out.
+
+    POOL must load exactly as it did for `selectkit select` (same file and options, including
+    --group-by and the cost tokenizer); a selection made on another pool is refused. Use
+    --max-steps to give selections of the same size the same number of steps.
+    """
+    from selectkit.data.load import load_pool
+    from selectkit.models.loading import load_model
+    from selectkit.train.finetune import FinetuneConfig, check_pool, finetune
+
+    if bool(kw["selection_path"]) == kw["train_all"]:
+        raise click.UsageError("give either --selection MANIFEST or --all")
+    config = FinetuneConfig(
+        epochs=kw["epochs"],
+        max_steps=kw["max_steps"],
+        learning_rate=kw["learning_rate"],
+        batch_size=kw["batch_size"],
+        gradient_accumulation=kw["gradient_accumulation"],
+        lora=lora_spec(kw),
+        max_length=kw["max_length"],
+        template=kw["template"],
+        seed=kw["seed"],
+    )
+    selected = read_selection_manifest(kw["selection_path"]) if kw["selection_path"] else None
+    options = load_options(
+        {**kw, "tokenizer": kw["cost_tokenizer"], "max_length": kw["cost_max_length"]},
+        kw["group_by"],
+    )
+    pool = load_pool(kw["pool_path"], options)
+    if selected is None:
+        indices, weights, source = list(range(len(pool))), None, {"all": True}
+    else:
+        indices, weights, manifest = selected
+        check_pool(pool, manifest["pool"]["fingerprint"], _SAME_POOL)
+        path = str(Path(kw["selection_path"]).resolve())
+        source = {"manifest": path, "method": manifest.get("method")}
+    loaded = load_model(kw["model"], model_load_options(kw))
+    result = finetune(
+        pool,
+        indices,
+        loaded.model,
+        loaded.tokenizer,
+        kw["out_dir"],
+        config,
+        weights=weights,
+        source=source,
+        progress=not kw["quiet"],
+    )
+    click.echo(
+        f"trained {result.steps} steps on {len(indices)} records of {len(pool)} "
+        f"({'weighted' if weights is not None else 'unweighted'}), last step loss "
+        f"{result.losses[-1]:.4f}"
+    )
+    click.echo(f"wrote {result.out_dir}")
+
+
+@click.command("evaluate")
+@click.argument("target_path", metavar="TARGET", type=click.Path(exists=True))
+@click.option(
+    "--adapter",
+    type=click.Path(exists=True, file_okay=False),
+    help="LoRA adapter folder (e.g. a `selectkit train` output) to put on --model.",
+)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--max-length", default=512, show_default=True, type=int)
+@_TEMPLATE
+@click.option("--group-by", help="Field naming each target record's group: print group means.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Write each example's index, id, group and loss as JSONL.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@model_options
+@record_options
+def evaluate_command(**kw: Any) -> None:
+    """Print the mean loss of --model (with --adapter) on TARGET's responses.
+
+    An example's loss is its mean cross-entropy over its response tokens; the target loss is
+    the mean over examples.
+    """
+    from selectkit.data.load import load_pool
+    from selectkit.models.loading import load_model
+    from selectkit.models.lora import load_adapter
+    from selectkit.output import atomic_writer
+    from selectkit.train.evaluate import target_loss
+
+    target = load_pool(kw["target_path"], load_options(kw, kw["group_by"]))
+    loaded = load_model(kw["model"], model_load_options(kw))
+    model = loaded.model
+    if kw["adapter"]:
+        model = load_adapter(model, kw["adapter"])
+    result = target_loss(
+        model,
+        loaded.tokenizer,
+        target,
+        batch_size=kw["batch_size"],
+        max_length=kw["max_length"],
+        template=kw["template"],
+        progress=not kw["quiet"],
+    )
+    click.echo(f"mean target loss {result.mean:.4f} over {len(result)} examples")
+    groups = target.groups
+    if kw["group_by"]:
+        for group in sorted({g for g in groups if g is not None}):
+            mine = result.losses[[g == group for g in groups]]
+            click.echo(f"  {group}: {mine.mean():.4f} ({len(mine)} examples)")
+    if kw["out_path"]:
+        with atomic_writer(kw["out_path"]) as handle:
+            for index, (record_id, group, loss) in enumerate(
+                zip(result.ids, groups, result.losses.tolist(), strict=True)
+            ):
+                row = {"index": index, "id": record_id, "group": group, "loss": loss}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        click.echo(f"wrote {kw['out_path']}")
