@@ -64,7 +64,12 @@ def select(
     elif solver_params:
         raise ParamError("solver parameters were given without --solver NAME")
 
-    context = Context(seed=seed, n_jobs=n_jobs, progress=progress)
+    context = Context(
+        seed=seed,
+        n_jobs=n_jobs,
+        progress=progress,
+        budget_records=problem.limit if problem.unit != "tokens" else None,
+    )
     checked = time.perf_counter()
     objective = method_obj.objective(pool, target, context)
     if len(objective) != len(pool):
@@ -76,7 +81,9 @@ def select(
     solved = time.perf_counter()
 
     indices = np.asarray(solution.indices, dtype=np.int64)
-    weights = objective.values[indices] if isinstance(objective, Weights) else None
+    weights = solution.weights
+    if weights is None and isinstance(objective, Weights):
+        weights = objective.values[indices]
     ids = [pool[i].id for i in indices.tolist()]
     timings = {
         "checks_s": checked - started,

@@ -19,7 +19,9 @@ class Solution:
 
     ``indices`` are pool positions in selection order (best first, or sampling order).
     ``bound`` is an upper bound on the objective (an LP relaxation) when the solver knows one;
-    ``gap`` is then the relative distance of the objective below it.
+    ``gap`` is then the relative distance of the objective below it. ``weights``, when a
+    solver sets it, holds one non-negative training weight per selected record, aligned with
+    ``indices`` (gradient matching's fitted weights, CRAIG's cluster sizes).
     """
 
     indices: np.ndarray
@@ -29,6 +31,20 @@ class Solution:
     used: int
     bound: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            return
+        weights = np.asarray(self.weights, dtype=np.float64)
+        if weights.shape != (len(self.indices),):
+            raise ValueError(
+                f"solver '{self.solver}' gave {weights.shape} weights for "
+                f"{len(self.indices)} selected records; give one per selected record"
+            )
+        if not (np.isfinite(weights) & (weights >= 0)).all():
+            raise ValueError(f"solver '{self.solver}' gave weights that are negative or not finite")
+        object.__setattr__(self, "weights", weights)
 
     @property
     def gap(self) -> float | None:

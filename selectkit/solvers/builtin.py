@@ -4,6 +4,8 @@
   MILP on a small reduced-cost core when a token budget needs one.
 - ``milp``: the whole problem as one HiGHS MILP (via cvxpy), for comparison and checking.
 - ``lp``: the LP relaxation, rounded down and filled greedily; reports the LP value as bound.
+- ``omp``: gradient matching (``Matching``) by non-negative orthogonal matching pursuit.
+- ``greedy``: lazy greedy for set functions (``FacilityLocation``), with an upper bound.
 
 Nothing here imports cvxpy, scipy or torch at import time.
 """
@@ -20,9 +22,11 @@ from selectkit.errors import ParamError
 from selectkit.hookspecs import hookimpl
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
+from selectkit.solvers.greedy import GreedySolver
 from selectkit.solvers.knapsack import drop_worthless, greedy, ratio_order, solve_tokens
 from selectkit.solvers.models import canonical_count, count_model, require_solution, token_model
 from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
+from selectkit.solvers.omp import OmpSolver
 from selectkit.solvers.sampling import gumbel_keys, take_by_count, take_by_tokens
 from selectkit.solvers.topk import best_first, select_count
 
@@ -277,4 +281,4 @@ def _values(objective: Objective, problem: Problem, solver: str) -> np.ndarray:
 
 @hookimpl
 def selectkit_register_solvers() -> list[type[Solver]]:
-    return [ExactSolver, MilpSolver, LpSolver]
+    return [ExactSolver, MilpSolver, LpSolver, OmpSolver, GreedySolver]

@@ -1,0 +1,10 @@
+"""Registration of the ``craig`` method with the selectkit host."""
+
+from selectkit.hookspecs import hookimpl
+from selectkit_craig.method import Craig
+
+
+@hookimpl
+def selectkit_register_methods():
+    """The ``craig`` method."""
+    return [Craig]

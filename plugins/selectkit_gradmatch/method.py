@@ -1,0 +1,105 @@
+"""The ``gradmatch`` method: gradient matching with non-negative weights.
+
+Killamsetty, Sivasubramanian, Ramakrishnan, De, Iyer (2021), "GRAD-MATCH: Gradient Matching
+based Data Subset Selection for Efficient Deep Model Training" (ICML). Choose records ``S`` and
+weights ``w >= 0`` so that ``Σ_{i∈S} w_i ∇L_i`` is as close as possible to the gradient of the
+target loss (the validation set's, or the whole pool's), by orthogonal matching pursuit with a
+non-negative least-squares refit (selectkit's ``omp`` solver).
+
+Gradients are the shared store's projected per-example LoRA gradients (``sgd``): a random
+projection keeps inner products and norms in expectation, so the matching error in the
+projected space estimates the error in the full gradient space.
+
+Scale. The solver matches ``k · mean target gradient`` for a selection of ``k`` records, so the
+weights average about 1 at any budget and a weighted loss over the selection has the scale of
+an ordinary mean loss (multiply by ``n / k`` for the paper's full-gradient scale). Without a
+target the pool's mean gradient is matched, as GRAD-MATCH does with the training loss.
+
+Checkpoints. GRAD-MATCH matches at the current model; here that is the last warmup checkpoint
+(``checkpoints_used=last``, the default). ``checkpoints_used=all`` places every checkpoint's
+features side by side, each scaled by ``sqrt(learning rate)``: inner products then become
+TracIn's learning-rate-weighted sum over checkpoints, and one weighted subset is fitted to
+match the target along the whole warmup trajectory (at ``checkpoints x dim`` features per row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from selectkit.data.pool import Pool
+from selectkit.errors import ParamError
+from selectkit.features.pipeline import (
+    GradientParams,
+    GradientPipeline,
+    check_pairs,
+    learning_rates,
+)
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import Matching
+from selectkit.solvers.rows import combine_checkpoints, row_mean
+
+
+@dataclass(frozen=True)
+class GradMatchParams(GradientParams):
+    """Parameters of ``gradmatch``: the shared gradient parameters, plus the matching's."""
+
+    checkpoints_used: Literal["last", "all"] = field(
+        default="last",
+        metadata={
+            "help": "last: match at the last warmup checkpoint (the paper's current model); "
+            "all: every checkpoint side by side, scaled by sqrt(learning rate)"
+        },
+    )
+    l2: float = field(
+        default=0.0,
+        metadata={"help": "ridge term l2 * ||w||^2 of the weight fit (the paper's lambda)"},
+    )
+    memory_mb: int = field(
+        default=1024,
+        metadata={"help": "MiB of pool features held at once (a smaller pool is read once)"},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.l2 >= 0:
+            raise ParamError(f"l2 must be >= 0, got {self.l2}")
+        if self.memory_mb < 1:
+            raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
+
+
+class GradMatch(Method):
+    """GRAD-MATCH: a weighted subset whose gradient matches the target's (Killamsetty et al.
+    2021).
+
+    Without a target, the pool's mean gradient is matched."""
+
+    name = "gradmatch"
+    Params = GradMatchParams
+    needs_target = False
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Matching:
+        p = self.params
+        require_count_budget(self.name, context)
+        pipeline = GradientPipeline(p, context)
+        pipeline.check_examples(pool, *([target] if target is not None else []))
+        checkpoints = pipeline.checkpoints(pool)
+        pool_sets = pipeline.features(pool, "sgd", checkpoints)
+        rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
+        memory = p.memory_mb << 20
+        mean = None
+        if target is not None:
+            target_sets = pipeline.features(target, "sgd", checkpoints)
+            check_pairs(pool_sets, target_sets)
+            rates = learning_rates(target_sets)
+            mean = row_mean(combine_checkpoints(target_sets, rates, p.checkpoints_used), memory)
+        return Matching(rows, mean, l2=p.l2, memory_limit=memory)
+
+
+def require_count_budget(method: str, context: Context) -> None:
+    """Refuse a token budget before any model work: the matching is over a number of records."""
+    if context.budget_records is None:
+        raise ParamError(
+            f"method '{method}' selects a number of records: use a count budget "
+            "(-b 500 or -b 5%), not a token budget"
+        )
