@@ -15,6 +15,7 @@ def test_notebook_executes(path, shared_data, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(path, as_version=4)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path / "store"))
     nbclient.NotebookClient(
         notebook,
         timeout=600,
