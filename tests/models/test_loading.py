@@ -74,3 +74,24 @@ def test_an_unreachable_hub_name_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ParamError, match=r"hub \(offline\?\)"):
         load_model("selectkit-tests/no-such-model")
+
+
+def test_a_dequantized_gguf_model_is_accepted_for_training():
+    from transformers import GgufConfig
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    from selectkit.models.loading import _dequantized
+    from selectkit.models.lora import LoraSpec, attach_lora
+
+    model, _ = tiny_model("tiny-llama")
+    model.is_quantized = True
+    model.hf_quantizer = GgufHfQuantizer(GgufConfig())
+    model.config.quantization_config = GgufConfig()
+    with pytest.raises(ValueError, match="GGUF"):
+        validate_quantization_for_training(attach_lora(model, LoraSpec()))
+    model, _ = tiny_model("tiny-llama")
+    model.is_quantized = True
+    model.hf_quantizer = GgufHfQuantizer(GgufConfig())
+    model.config.quantization_config = GgufConfig()
+    validate_quantization_for_training(attach_lora(_dequantized(model), LoraSpec()))
