@@ -139,7 +139,7 @@ def _train(
 ) -> None:
     import torch
     from transformers import Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     args = TrainingArguments(
         output_dir=str(out),
@@ -169,8 +169,18 @@ def _train(
         train_dataset=list(examples),
         data_collator=functools.partial(pad_batch, pad_id=pad_id),
     )
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
+    # Per-step losses go to trainer_state.json; the terminal gets a progress bar at most.
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+
+        class BarOnly(ProgressCallback):
+            """The Trainer's progress bar without the log line it prints every step."""
+
+            def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                return None
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnly())
     trainer.train()
 
 
