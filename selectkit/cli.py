@@ -182,7 +182,7 @@ def methods_command(name: str | None) -> None:
 @click.option("--out", "out_dir", default="selectkit-demo", show_default=True, type=click.Path())
 @click.option("--model", default="smollm2", show_default=True, help="Model for gradient methods.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--per-family", default=30, show_default=True, type=int, help="Pool records each.")
+@click.option("--per-family", default=20, show_default=True, type=int, help="Pool records each.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
 def demo_command(
     out_dir: str, model: str, seed: int, per_family: int, cache_dir: str | None

@@ -38,7 +38,7 @@ def run_demo(
     *,
     model: str = "smollm2",
     seed: int = 0,
-    per_family: int = 30,
+    per_family: int = 20,
     target_size: int = 20,
     budget: str = "5%",
     cache_dir: str | None = None,
@@ -61,7 +61,7 @@ def run_demo(
         "model": model,
         "max_length": 256,
         "warmup_fraction": 0.1,
-        "warmup_epochs": 2,
+        "warmup_epochs": 1,
         "cache_dir": cache_dir or "",
     }
     echo(
