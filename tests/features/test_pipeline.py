@@ -1,0 +1,69 @@
+"""The shared gradient pipeline: cached warmup, mismatched stores, zero learning rates."""
+
+from __future__ import annotations
+
+import pytest
+
+from selectkit.data.load import load_records_from_list
+from selectkit.data.synthetic import make_records
+from selectkit.errors import ParamError
+from selectkit.features import pipeline as pipeline_module
+from selectkit.features.pipeline import GradientParams, GradientPipeline, check_pairs
+from selectkit.methods import Context
+
+SMALL = {"model": "tiny-llama", "dim": 32, "max_length": 96, "warmup_fraction": 0.5}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return load_records_from_list(make_records(2, seed=3))
+
+
+def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
+    params = GradientParams(**SMALL, warmup_epochs=1, cache_dir=str(tmp_path / "features"))
+    first = GradientPipeline(params, Context()).checkpoints(pool)
+    assert first and (tmp_path / "warmup").is_dir()
+    import selectkit.train.warmup as warmup_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached warmup should have been reused")
+
+    monkeypatch.setattr(warmup_module, "warmup", no_training)
+    assert GradientPipeline(params, Context()).checkpoints(pool) == first
+    other_seed = GradientPipeline(params, Context(seed=1))
+    with pytest.raises(AssertionError, match="reused"):
+        other_seed.checkpoints(pool)
+
+
+def test_pool_and_target_features_must_match(pool, tmp_path):
+    params = GradientParams(**SMALL, cache_dir=str(tmp_path))
+    run = GradientPipeline(params, Context())
+    sparse = run.features(pool, "sgd", [])
+    dense = GradientPipeline(
+        GradientParams(**{**SMALL, "projector": "rademacher"}, cache_dir=str(tmp_path)), Context()
+    ).features(pool, "sgd", [])
+    with pytest.raises(ParamError, match="differ in projector"):
+        check_pairs(sparse, dense)
+    with pytest.raises(ParamError, match="same checkpoints"):
+        check_pairs(sparse, sparse + dense)
+    check_pairs(sparse, run.features(pool, "sgd", []))
+
+
+def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, monkeypatch):
+    params = GradientParams(**SMALL, checkpoints=str(tmp_path / "nope"))
+    with pytest.raises(ParamError, match="does not exist"):
+        GradientPipeline(params, Context()).checkpoints(pool)
+    folder = tmp_path / "run"
+    folder.mkdir()
+
+    class Flat:
+        path = folder
+        learning_rate = 0.0
+
+    monkeypatch.setattr(
+        "selectkit.train.checkpoints.find_checkpoints", lambda path: [Flat(), Flat()]
+    )
+    params = GradientParams(**SMALL, checkpoints=str(folder))
+    with pytest.raises(ParamError, match="learning rate is 0"):
+        GradientPipeline(params, Context()).checkpoints(pool)
+    assert pipeline_module.learning_rates([]) == []
