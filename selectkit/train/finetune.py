@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +40,14 @@ from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec
 from selectkit.train.runs import (
     adapter_description,
+    check_training_config,
     claim_run_folder,
     model_description,
     own_rng,
     pad_token_id,
     tokenize_subset,
     trainable_copy,
+    training_config_dict,
     write_manifest,
 )
 
@@ -109,47 +111,19 @@ class FinetuneConfig:
                 self.max_steps is None or self.max_steps >= 1,
                 f"max_steps must be >= 1 or None, got {self.max_steps}",
             ),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (
                 self.lr_scheduler in SCHEDULERS,
                 f"lr_scheduler must be one of {list(SCHEDULERS)}, not '{self.lr_scheduler}'",
             ),
             (
-                0 <= self.warmup_ratio < 1,
-                f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
-            ),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (
                 self.max_grad_norm is None or self.max_grad_norm > 0,
                 f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}",
             ),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (
-                self.gradient_accumulation >= 1,
-                f"gradient_accumulation must be >= 1, got {self.gradient_accumulation}",
-            ),
-            (
-                self.max_length is None or self.max_length >= 1,
-                f"max_length must be a positive number of tokens or None, got {self.max_length}",
-            ),
-            (
-                self.template in ("auto", "chat", "plain"),
-                f"template must be auto, chat or plain, not '{self.template}'",
-            ),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (
-                isinstance(self.lora, LoraSpec),
-                f"lora must be a LoraSpec, not {type(self.lora).__name__}",
-            ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ParamError(f"finetune: {message}")
+        check_training_config(self, "finetune", checks)
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["lora"] = self.lora.to_dict()
-        return values
+        return training_config_dict(self)
 
 
 @dataclass

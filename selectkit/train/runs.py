@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -19,6 +20,47 @@ from selectkit.data.tokenize import Template, Tokenized, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.output import atomic_writer
+
+
+def check_training_config(config: Any, owner: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise a :class:`ParamError` for the first failed check: ``checks`` specific to the
+    run kind, then those every training configuration shares."""
+    common = [
+        (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
+        (
+            0 <= config.warmup_ratio < 1,
+            f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}",
+        ),
+        (config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}"),
+        (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
+        (
+            config.gradient_accumulation >= 1,
+            f"gradient_accumulation must be >= 1, got {config.gradient_accumulation}",
+        ),
+        (
+            config.max_length is None or config.max_length >= 1,
+            f"max_length must be a positive number of tokens or None, got {config.max_length}",
+        ),
+        (
+            config.template in ("auto", "chat", "plain"),
+            f"template must be auto, chat or plain, not '{config.template}'",
+        ),
+        (config.seed >= 0, f"seed must be >= 0, got {config.seed}"),
+        (
+            isinstance(config.lora, LoraSpec),
+            f"lora must be a LoraSpec, not {type(config.lora).__name__}",
+        ),
+    ]
+    for ok, message in [*checks, *common]:
+        if not ok:
+            raise ParamError(f"{owner}: {message}")
+
+
+def training_config_dict(config: Any) -> dict[str, Any]:
+    """A training configuration as plain JSON, its LoRA spec included."""
+    values = dataclasses.asdict(config)
+    values["lora"] = config.lora.to_dict()
+    return values
 
 
 def tokenize_subset(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,14 @@ from selectkit.models.lora import LoraSpec
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
 from selectkit.train.runs import (
     adapter_description,
+    check_training_config,
     claim_run_folder,
     model_description,
     own_rng,
     pad_token_id,
     tokenize_subset,
     trainable_copy,
+    training_config_dict,
     write_manifest,
 )
 
@@ -73,39 +75,11 @@ class WarmupConfig:
         checks = [
             (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (
-                0 <= self.warmup_ratio < 1,
-                f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
-            ),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (
-                self.gradient_accumulation >= 1,
-                f"gradient_accumulation must be >= 1, got {self.gradient_accumulation}",
-            ),
-            (
-                self.max_length is None or self.max_length >= 1,
-                f"max_length must be a positive number of tokens or None, got {self.max_length}",
-            ),
-            (
-                self.template in ("auto", "chat", "plain"),
-                f"template must be auto, chat or plain, not '{self.template}'",
-            ),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (
-                isinstance(self.lora, LoraSpec),
-                f"lora must be a LoraSpec, not {type(self.lora).__name__}",
-            ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ParamError(f"warmup: {message}")
+        check_training_config(self, "warmup", checks)
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["lora"] = self.lora.to_dict()
-        return values
+        return training_config_dict(self)
 
 
 def warmup_subset(pool_size: int, fraction: float, seed: int) -> np.ndarray:
