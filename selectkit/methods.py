@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from selectkit.data.pool import Pool
+from selectkit.errors import ParamError
 from selectkit.params import NoParams
 from selectkit.solvers.objectives import Objective
 
@@ -25,6 +26,16 @@ class Context:
     n_jobs: int = 0
     progress: bool = False
     budget_records: int | None = None
+
+    def count_budget(self, method: str) -> int:
+        """The number of records to select, for methods that only work with a count budget;
+        a :class:`ParamError` for a token budget, before any heavy work."""
+        if self.budget_records is None:
+            raise ParamError(
+                f"method '{method}' selects a number of records: use a count budget "
+                "(-b 500 or -b 5%), not a token budget"
+            )
+        return self.budget_records
 
 
 class Method(ABC):

@@ -68,11 +68,7 @@ class Craig(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> FacilityLocation:
         p = self.params
-        if context.budget_records is None:
-            raise ParamError(
-                "method 'craig' selects a number of records: use a count budget "
-                "(-b 500 or -b 5%), not a token budget"
-            )
+        context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
         pipeline.check_examples(pool)
         pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))

@@ -80,7 +80,7 @@ class GradMatch(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Matching:
         p = self.params
-        require_count_budget(self.name, context)
+        context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
         pipeline.check_examples(pool, *([target] if target is not None else []))
         checkpoints = pipeline.checkpoints(pool)
@@ -94,12 +94,3 @@ class GradMatch(Method):
             rates = learning_rates(target_sets)
             mean = row_mean(combine_checkpoints(target_sets, rates, p.checkpoints_used), memory)
         return Matching(rows, mean, l2=p.l2, memory_limit=memory)
-
-
-def require_count_budget(method: str, context: Context) -> None:
-    """Refuse a token budget before any model work: the matching is over a number of records."""
-    if context.budget_records is None:
-        raise ParamError(
-            f"method '{method}' selects a number of records: use a count budget "
-            "(-b 500 or -b 5%), not a token budget"
-        )
