@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selectkit.errors import ParamError
+from selectkit.features import locks
 from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.features.gradient_types import GradientKind
@@ -150,18 +152,24 @@ class GradientPipeline:
             "config": config.to_dict(),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        out = self._warmup_root() / digest[:24]
-        manifest = out / "warmup.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
-            return find_checkpoints(out)
-        return warmup(
-            pool,
-            self.loaded.model,
-            self.loaded.tokenizer,
-            out,
-            config,
-            progress=self.context.progress,
-        )
+        root = self._warmup_root()
+        out = root / digest[:24]
+        root.mkdir(parents=True, exist_ok=True)
+        with locks.exclusive(root / f"{digest[:24]}.lock"):
+            manifest = out / "warmup.json"
+            if manifest.is_file():
+                if json.loads(manifest.read_text()).get("status") == "complete":
+                    return find_checkpoints(out)
+                # A run of this very warmup that stopped part-way: the folder is only a cache.
+                shutil.rmtree(out)
+            return warmup(
+                pool,
+                self.loaded.model,
+                self.loaded.tokenizer,
+                out,
+                config,
+                progress=self.context.progress,
+            )
 
     def _warmup_root(self) -> Path:
         root = Path(self.params.cache_dir) if self.params.cache_dir else default_root()

@@ -30,6 +30,12 @@ def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
 
     monkeypatch.setattr(warmup_module, "warmup", no_training)
     assert GradientPipeline(params, Context()).checkpoints(pool) == first
+    (folder,) = [p for p in (tmp_path / "warmup").iterdir() if p.is_dir()]
+    manifest = folder / "warmup.json"
+    manifest.write_text(manifest.read_text().replace('"complete"', '"running"'))
+    with pytest.raises(AssertionError, match="reused"):
+        GradientPipeline(params, Context()).checkpoints(pool)
+    assert not folder.exists()  # an unfinished run of the same warmup is cleared and redone
     other_seed = GradientPipeline(params, Context(seed=1))
     with pytest.raises(AssertionError, match="reused"):
         other_seed.checkpoints(pool)
