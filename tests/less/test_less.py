@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from selectkit_less.aggregate import round_robin_scores
 
 from selectkit import select
+from selectkit.cli import cli
 from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool
+from selectkit.data.synthetic import make_records
 from selectkit.errors import BudgetError, ParamError
 from selectkit.features.store import FeatureStore
 
@@ -68,3 +73,21 @@ def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path):
     with pytest.raises(ParamError, match="needs a target set"):
         select(pool, "less", 5, target=Pool([]), params=params)
     assert not list(tmp_path.iterdir())  # nothing was extracted or trained
+
+
+def test_less_from_the_command_line(gradient_params, tmp_path):
+    pool_rows = make_records(30, seed=0)
+    target_rows = make_records(10, seed=1, families=["units"], id_prefix="target", avoid=pool_rows)
+    for name, rows in (("pool", pool_rows), ("target", target_rows)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = [f"-p{key}={value}" for key, value in gradient_params.items()]
+    result = CliRunner().invoke(
+        cli,
+        ["select", "-m", "less", "--pool", str(tmp_path / "pool.jsonl"), "--target",
+         str(tmp_path / "target.jsonl"), "-b", "5%", "--group-by", "family",
+         "-p", "subtask_field=family", *params, "--out", str(tmp_path / "picked.jsonl"), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    picked = [json.loads(line) for line in (tmp_path / "picked.jsonl").read_text().splitlines()]
+    assert len(picked) == 15
+    assert sum(r["family"] == "units" for r in picked) >= 9
