@@ -59,3 +59,10 @@ def test_token_budget_and_bad_params_fail_before_any_work(targeted, tmp_path):
     with pytest.raises(ParamError, match="checkpoints_used"):
         selectkit.select(pool, "gradmatch", 5, params={**params, "checkpoints_used": "first"})
     assert not any(tmp_path.iterdir())
+
+
+def test_gradmatch_puts_the_target_family_in_its_top_five_percent(targeted, gradient_params):
+    pool, target = targeted
+    selection = selectkit.select(pool, "gradmatch", "5%", target=target, params=gradient_params)
+    # Measured: 0.40 of the 15 selected are unit conversions, against 0.10 at random.
+    assert selection.group_shares(pool).get("units", 0.0) >= 0.3
