@@ -9,6 +9,7 @@ the warmup and the pool's features and only computes what is new.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -96,10 +97,8 @@ class GradientPipeline:
 
     @cached_property
     def loaded(self) -> LoadedModel:
-        from selectkit.models.loading import ModelOptions, load_model
-
-        options = ModelOptions(device=self.params.device, dtype=self.params.model_dtype)
-        return load_model(self.params.model, options, host=self.host)
+        p = self.params
+        return _load_model(p.model, p.device, p.model_dtype, self.host)
 
     def check_examples(self, *pools: Pool) -> None:
         """Tokenize every pool now, so an unusable record (no response token left) fails
@@ -199,6 +198,16 @@ class GradientPipeline:
             progress=self.context.progress,
             host=self.host,
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _load_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel:
+    """The model of the last gradient method run in this process, kept for the next one: a
+    notebook or the demo comparing methods loads it once. Methods leave it as they found it
+    (adapters are removed after use; warmup and fine-tuning train copies)."""
+    from selectkit.models.loading import ModelOptions, load_model
+
+    return load_model(spec, ModelOptions(device=device, dtype=dtype), host=host)  # type: ignore[arg-type]
 
 
 def learning_rates(feature_sets: list[FeatureSet]) -> list[float]:
