@@ -75,7 +75,8 @@ def test_load_only_and_block(monkeypatch):
     monkeypatch.delenv("SELECTKIT_LOAD_PLUGINS")
     monkeypatch.setenv("SELECTKIT_BLOCK_PLUGINS", "dsir, baselines")
     host = Host.from_env()
-    assert not host.methods and "jsonl" in host.formats
+    assert not {"dsir", "random", "longest"} & set(host.methods)
+    assert "less" in host.methods and "jsonl" in host.formats
 
 
 def test_trace_writes_hook_calls(monkeypatch, capsys):
