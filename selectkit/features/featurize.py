@@ -220,12 +220,21 @@ class Featurizer:
         }
 
     def run(
-        self, pool: Pool, *, shard: tuple[int, int] = (0, 1), progress: bool = True
+        self,
+        pool: Pool,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        progress: bool = True,
+        tokens: list[Tokenized | None] | None = None,
     ) -> FeatureSet:
-        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry."""
+        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry.
+
+        ``tokens``: the pool already tokenized by :func:`tokenize_pool` under this config (one
+        tokenization serves every checkpoint of a run)."""
         from tqdm.auto import tqdm
 
-        tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
+        if tokens is None:
+            tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
         key = feature_key(pool, self.loaded.tokenizer, self.grads, self.transform, self.config)
         existing = self.store.find(key)
         if existing is not None:
@@ -360,13 +369,14 @@ def featurize(
     if isinstance(model, str):
         model = load_model(model, model_options or ModelOptions(), host=host)
     store = store or FeatureStore()
+    tokens = tokenize_pool(pool, model.tokenizer, config)
     if not found:
         adapter = None if param_names is not None else lora
         base = model.model
         model.model = with_adapter(base, adapter, seed=config.seed)
         try:
             featurizer = Featurizer(model, config, store=store, param_names=param_names, host=host)
-            return [featurizer.run(pool, shard=shard, progress=progress)]
+            return [featurizer.run(pool, shard=shard, progress=progress, tokens=tokens)]
         finally:
             if adapter is not None:
                 model.model = model.model.unload()
@@ -384,7 +394,7 @@ def featurize(
                 checkpoint=checkpoint_info(checkpoint.path, checkpoint.learning_rate),
                 host=host,
             )
-            results.append(featurizer.run(pool, shard=shard, progress=progress))
+            results.append(featurizer.run(pool, shard=shard, progress=progress, tokens=tokens))
         finally:
             base = model.model = model.model.unload()
     return results
