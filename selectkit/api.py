@@ -84,6 +84,7 @@ def select(
     weights = solution.weights
     if weights is None and isinstance(objective, Weights):
         weights = objective.values[indices]
+    group_weights = objective.group_weights if isinstance(objective, Weights) else None
     ids = [pool[i].id for i in indices.tolist()]
     timings = {
         "checks_s": checked - started,
@@ -104,10 +105,11 @@ def select(
         indices=indices,
         ids=ids,
         weights=weights,
+        group_weights=group_weights,
         seed=seed,
         timings=timings,
     )
-    return Selection(indices, ids, objective.values, weights, solution, manifest)
+    return Selection(indices, ids, objective.values, weights, solution, manifest, group_weights)
 
 
 def _method(host: Host, method: str | Method, params: Mapping[str, Any] | None) -> Method:

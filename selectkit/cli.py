@@ -169,8 +169,16 @@ def methods_command(name: str | None) -> None:
     names = [name] if name else sorted(host.methods)
     for method_name in names:
         method_cls = host.method(method_name)
-        target = " (needs --target)" if method_cls.needs_target else ""
-        click.echo(f"{method_name}{target}: {method_cls.summary()}")
+        marks = [
+            mark
+            for mark, present in (
+                ("needs --target", method_cls.needs_target),
+                ("attribution", method_cls.attributes()),
+            )
+            if present
+        ]
+        suffix = f" ({', '.join(marks)})" if marks else ""
+        click.echo(f"{method_name}{suffix}: {method_cls.summary()}")
         if name:
             for row in describe_params(method_cls.Params):
                 click.echo(

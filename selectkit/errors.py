@@ -51,3 +51,15 @@ class PluginError(SelectkitError):
 
 class StoreError(SelectkitError):
     """A feature-store entry that cannot be created, opened, written or read as asked."""
+
+
+class TrainingDiverged(SelectkitError):
+    """A training run whose loss became NaN or infinite: names the step and the loss."""
+
+    def __init__(self, step: int, loss: float, what: str = "training") -> None:
+        self.step = step
+        self.loss = loss
+        super().__init__(
+            f"{what} diverged: the loss of step {step} is {loss}; lower the learning rate or "
+            "check the records for empty or extreme examples"
+        )

@@ -6,6 +6,7 @@ import datetime
 import math
 import platform
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
@@ -38,6 +39,7 @@ def build_manifest(
     ids: list[str],
     weights: np.ndarray | None,
     seed: int,
+    group_weights: Mapping[str, float] | None = None,
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """A JSON-ready description of one selection run."""
@@ -77,6 +79,7 @@ def build_manifest(
             "ids": ids,
             "scores": objective.values[indices],
             "weights": weights,
+            "group_weights": dict(group_weights) if group_weights is not None else None,
         },
         "versions": versions(),
         "timings_s": {key: round(value, 6) for key, value in timings.items()},

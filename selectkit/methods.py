@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.params import NoParams
@@ -57,6 +59,25 @@ class Method(ABC):
     @abstractmethod
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Objective:
         """Score the pool; the solver does the choosing."""
+
+    def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
+        """Per-example attribution: a float64 ``(len(pool), len(target))`` array whose entry
+        ``[i, j]`` is how much training on pool record ``i`` is predicted to *lower* target
+        ``j``'s loss (larger helps more; only the order within a column matters to LDS).
+
+        Methods that score each (pool, target) pair override this; the linear datamodeling
+        score (:mod:`selectkit.retraining.lds`) is defined for exactly those methods.
+        """
+        raise ParamError(
+            f"method '{self.name}' gives no per-example attribution scores (pool × target), so "
+            "it has no linear datamodeling score; `selectkit methods` marks the methods that do "
+            "with (attribution)"
+        )
+
+    @classmethod
+    def attributes(cls) -> bool:
+        """Whether the method overrides :meth:`attribute`."""
+        return cls.attribute is not Method.attribute
 
     @classmethod
     def summary(cls) -> str:

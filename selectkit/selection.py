@@ -19,6 +19,8 @@ class Selection:
     ``scores`` holds the objective value of every pool record (aligned with the pool), so
     selections of different methods can be compared on the same records. ``weights`` is set when
     the method produces per-record training weights; it is aligned with ``indices``.
+    ``group_weights`` (group name → weight) is set when the method weights whole groups;
+    training on the selection samples groups in proportion to them.
     ``manifest`` records the configuration, versions, seed, fingerprints and timings.
     """
 
@@ -28,6 +30,7 @@ class Selection:
     weights: np.ndarray | None
     solution: Solution
     manifest: dict[str, Any]
+    group_weights: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)

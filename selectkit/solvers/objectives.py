@@ -8,6 +8,7 @@ solver registered for them through the plugin host; nothing here has to change.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -58,13 +59,27 @@ class Weights(Objective):
     """Soft, non-negative per-record weights (e.g. from bilevel reweighting).
 
     The solver keeps the highest-weighted records under the budget; the weights travel on the
-    Selection so training can use them.
+    Selection so training can use them. ``group_weights`` (optional, group name → weight >= 0)
+    travel with them: training on the selection then samples each group in proportion to its
+    weight.
     """
+
+    group_weights: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.values < 0).any():
             raise ValueError("Weights must be non-negative")
+        if self.group_weights is not None:
+            groups = {str(name): float(value) for name, value in self.group_weights.items()}
+            bad = [
+                name for name, value in groups.items() if not (np.isfinite(value) and value >= 0)
+            ]
+            if bad:
+                raise ValueError(f"group weight of {bad[0]!r} must be finite and >= 0")
+            if not any(value > 0 for value in groups.values()):
+                raise ValueError("group weights are all zero")
+            object.__setattr__(self, "group_weights", groups)
 
 
 #: Bytes the matching and facility-location objectives use for a chunk of rows by default.

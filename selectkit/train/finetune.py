@@ -34,7 +34,7 @@ import numpy as np
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized
-from selectkit.errors import ParamError
+from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.features.gradients import response_losses
 from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec
@@ -263,6 +263,8 @@ def _train(
                 loss.backward()
                 step_loss += float(loss.detach())
                 seen += len(positions)
+            if not math.isfinite(step_loss):
+                raise TrainingDiverged(step, step_loss, what="fine-tuning")
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             rate = float(scheduler.get_last_lr()[0])
