@@ -10,6 +10,8 @@ inner products in expectation, with an error that shrinks as 1/sqrt(dim).
 
 from __future__ import annotations
 
+import numpy as np
+
 from selectkit.data.pool import Pool
 from selectkit.features.pipeline import (
     GradientParams,
@@ -17,7 +19,8 @@ from selectkit.features.pipeline import (
     check_pairs,
     learning_rates,
 )
-from selectkit.features.scoring import score_pool
+from selectkit.features.scoring import score_pool, similarity_matrix
+from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
 
@@ -33,12 +36,7 @@ class TracIn(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None
-        pipeline = GradientPipeline(self.params, context)
-        pipeline.check_examples(pool, target)
-        checkpoints = pipeline.checkpoints(pool)
-        pool_sets = pipeline.features(pool, "sgd", checkpoints)
-        target_sets = pipeline.features(target, "sgd", checkpoints)
-        check_pairs(pool_sets, target_sets)
+        pool_sets, target_sets = self._features(pool, target, context)
         mean = score_pool(
             pool_sets,
             target_sets,
@@ -48,3 +46,25 @@ class TracIn(Method):
             progress=context.progress,
         )
         return Scores(mean * len(target))
+
+    def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
+        """TracIn-CP influence of every pool record on every target example."""
+        pool_sets, target_sets = self._features(pool, target, context)
+        return similarity_matrix(
+            pool_sets,
+            target_sets,
+            learning_rates(pool_sets),
+            metric="inner",
+            progress=context.progress,
+        )
+
+    def _features(
+        self, pool: Pool, target: Pool, context: Context
+    ) -> tuple[list[FeatureSet], list[FeatureSet]]:
+        pipeline = GradientPipeline(self.params, context)
+        pipeline.check_examples(pool, target)
+        checkpoints = pipeline.checkpoints(pool)
+        pool_sets = pipeline.features(pool, "sgd", checkpoints)
+        target_sets = pipeline.features(target, "sgd", checkpoints)
+        check_pairs(pool_sets, target_sets)
+        return pool_sets, target_sets

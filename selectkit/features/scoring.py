@@ -406,6 +406,35 @@ def iter_similarity(
     return _stream(plan, progress, fresh=True)
 
 
+def similarity_matrix(
+    pool_sets: Sequence[RowSource],
+    target_sets: Sequence[RowSource],
+    weights: Sequence[float] | None = None,
+    *,
+    metric: Metric = "cosine",
+    memory_limit: int | None = None,
+    device: Any = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """The whole float64 ``(pool rows, target rows)`` matrix that :func:`iter_similarity`
+    streams: one score per (pool, target) pair, for per-example attribution and the linear
+    datamodeling score. It takes ``8 · rows · targets`` bytes; arguments as for
+    :func:`iter_similarity`."""
+    _check_sources(pool_sets, target_sets)
+    matrix = np.empty((pool_sets[0].num_rows, target_sets[0].num_rows), dtype=np.float64)
+    for start, sims in iter_similarity(
+        pool_sets,
+        target_sets,
+        weights,
+        metric=metric,
+        memory_limit=memory_limit,
+        device=device,
+        progress=progress,
+    ):
+        matrix[start : start + len(sims)] = sims.cpu().numpy()
+    return matrix
+
+
 def subtask_matrix(subtasks: Sequence[Hashable], num_targets: int) -> np.ndarray:
     """The ``(targets, subtasks)`` matrix whose column ``k`` is ``1/n_k`` on the ``n_k`` target
     rows labelled with subtask ``k`` (in order of first appearance) and 0 elsewhere, so that

@@ -17,6 +17,7 @@ from selectkit.features.scoring import (
     RowSource,
     iter_similarity,
     score_pool,
+    similarity_matrix,
     subtask_matrix,
 )
 
@@ -438,3 +439,19 @@ def test_import_does_not_load_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_similarity_matrix_is_every_pair_of_a_weighted_sum_of_checkpoints():
+    rng = np.random.default_rng(3)
+    pools = [rng.normal(size=(37, 16)).astype(np.float32) for _ in range(2)]
+    targets = [rng.normal(size=(5, 16)).astype(np.float32) for _ in range(2)]
+    matrix = similarity_matrix(
+        [ArrayRows(a) for a in pools],
+        [ArrayRows(t) for t in targets],
+        [0.25, 2.0],
+        metric="inner",
+        memory_limit=4096,
+    )
+    expected = 0.25 * pools[0] @ targets[0].T + 2.0 * pools[1] @ targets[1].T
+    assert matrix.shape == (37, 5) and matrix.dtype == np.float64
+    np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-5)
