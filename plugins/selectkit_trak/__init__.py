@@ -1,0 +1,9 @@
+"""TRAK: attribution by a kernel regression on projected gradients (Park et al. 2023)."""
+
+from selectkit.hookspecs import hookimpl
+from selectkit_trak.method import Trak
+
+
+@hookimpl
+def selectkit_register_methods():
+    return [Trak]
