@@ -1,0 +1,9 @@
+"""DsDm: selection by linear datamodels, estimated with TRAK or fitted on retrained models."""
+
+from selectkit.hookspecs import hookimpl
+from selectkit_datamodels.method import Datamodels
+
+
+@hookimpl
+def selectkit_register_methods():
+    return [Datamodels]
