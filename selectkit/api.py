@@ -82,9 +82,9 @@ def select(
 
     indices = np.asarray(solution.indices, dtype=np.int64)
     weights = solution.weights
-    if weights is None and isinstance(objective, Weights):
-        weights = objective.values[indices]
     group_weights = objective.group_weights if isinstance(objective, Weights) else None
+    if weights is None and isinstance(objective, Weights) and group_weights is None:
+        weights = objective.values[indices]
     ids = [pool[i].id for i in indices.tolist()]
     timings = {
         "checks_s": checked - started,

@@ -23,6 +23,54 @@ _TEMPLATE = click.option(
     "--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True
 )
 
+_FINETUNE_OPTIONS = [
+    click.option(
+        "--max-steps",
+        type=int,
+        help="Exactly this many optimizer steps, cycling through the records (overrides --epochs).",
+    ),
+    click.option("--epochs", default=1, show_default=True, type=int),
+    click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float),
+    click.option(
+        "--warmup-ratio",
+        default=0.03,
+        show_default=True,
+        type=float,
+        help="Share of the steps over which the learning rate rises linearly from 0.",
+    ),
+    click.option("--batch-size", default=8, show_default=True, type=int),
+    click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, type=int),
+    click.option("--max-length", default=512, show_default=True, type=int),
+    _TEMPLATE,
+]
+
+
+def finetune_options(func: Any) -> Any:
+    """The fine-tuning options `selectkit train` and `selectkit retrain` share (steps, learning
+    rate, batch, length, template); the seed and LoRA options are added by each command."""
+    for option in reversed(_FINETUNE_OPTIONS):
+        func = option(func)
+    return func
+
+
+def finetune_config(kw: dict[str, Any], seed: int) -> Any:
+    """The :class:`~selectkit.train.finetune.FinetuneConfig` the parsed options describe."""
+    from selectkit.train.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        epochs=kw["epochs"],
+        max_steps=kw["max_steps"],
+        learning_rate=kw["learning_rate"],
+        warmup_ratio=kw["warmup_ratio"],
+        batch_size=kw["batch_size"],
+        gradient_accumulation=kw["gradient_accumulation"],
+        lora=lora_spec(kw),
+        max_length=kw["max_length"],
+        template=kw["template"],
+        seed=seed,
+    )
+
+
 _SAME_POOL = (
     "the same POOL file, record options (--shape, --field, ...) and --group-by, and "
     "--cost-tokenizer/--cost-max-length set to the --tokenizer/--max-length of `selectkit select`"
@@ -64,17 +112,7 @@ def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | 
     type=click.Path(file_okay=False),
     help="Folder for the adapter and finetune.json.",
 )
-@click.option(
-    "--max-steps",
-    type=int,
-    help="Exactly this many optimizer steps, cycling through the records (overrides --epochs).",
-)
-@click.option("--epochs", default=1, show_default=True, type=int)
-@click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, type=int)
-@click.option("--max-length", default=512, show_default=True, type=int)
-@_TEMPLATE
+@finetune_options
 @click.option("--seed", default=0, show_default=True, type=int, help="LoRA init, order, dropout.")
 @click.option("--group-by", help="The --group-by the selection's pool was loaded with.")
 @click.option("--cost-tokenizer", help="The --tokenizer the selection's pool was costed with.")
@@ -86,38 +124,33 @@ def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | 
 def train_command(**kw: Any) -> None:
     """Fine-tune a LoRA adapter on a selection of POOL (or all of it) and save it in --out.
 
+    A selection with weights trains with them (each example's loss weighted); one with group
+    weights samples each group's share of the trained examples in proportion to its weight.
+
     POOL must load exactly as it did for `selectkit select` (same file and options, including
     --group-by and the cost tokenizer); a selection made on another pool is refused. Use
     --max-steps to give selections of the same size the same number of steps.
     """
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
-    from selectkit.train.finetune import FinetuneConfig, check_pool, finetune
+    from selectkit.train.finetune import check_pool, finetune
 
     if bool(kw["selection_path"]) == kw["train_all"]:
         raise click.UsageError("give either --selection MANIFEST or --all")
-    config = FinetuneConfig(
-        epochs=kw["epochs"],
-        max_steps=kw["max_steps"],
-        learning_rate=kw["learning_rate"],
-        batch_size=kw["batch_size"],
-        gradient_accumulation=kw["gradient_accumulation"],
-        lora=lora_spec(kw),
-        max_length=kw["max_length"],
-        template=kw["template"],
-        seed=kw["seed"],
-    )
+    config = finetune_config(kw, kw["seed"])
     selected = read_selection_manifest(kw["selection_path"]) if kw["selection_path"] else None
     options = load_options(
         {**kw, "tokenizer": kw["cost_tokenizer"], "max_length": kw["cost_max_length"]},
         kw["group_by"],
     )
     pool = load_pool(kw["pool_path"], options)
+    group_weights = None
     if selected is None:
         indices, weights, source = list(range(len(pool))), None, {"all": True}
     else:
         indices, weights, manifest = selected
         check_pool(pool, manifest["pool"]["fingerprint"], _SAME_POOL)
+        group_weights = manifest["selection"].get("group_weights")
         path = str(Path(kw["selection_path"]).resolve())
         source = {"manifest": path, "method": manifest.get("method")}
     loaded = load_model(kw["model"], model_load_options(kw))
@@ -129,13 +162,16 @@ def train_command(**kw: Any) -> None:
         kw["out_dir"],
         config,
         weights=weights,
+        group_weights=group_weights,
         source=source,
         progress=not kw["quiet"],
     )
+    sampling = "unweighted" if weights is None else "weighted"
+    if group_weights is not None:
+        sampling += ", groups sampled by weight"
     click.echo(
-        f"trained {result.steps} steps on {len(indices)} records of {len(pool)} "
-        f"({'weighted' if weights is not None else 'unweighted'}), last step loss "
-        f"{result.losses[-1]:.4f}"
+        f"trained {result.steps} steps on {len(indices)} records of {len(pool)} ({sampling}), "
+        f"last step loss {result.losses[-1]:.4f}"
     )
     click.echo(f"wrote {result.out_dir}")
 

@@ -59,9 +59,10 @@ class Weights(Objective):
     """Soft, non-negative per-record weights (e.g. from bilevel reweighting).
 
     The solver keeps the highest-weighted records under the budget; the weights travel on the
-    Selection so training can use them. ``group_weights`` (optional, group name → weight >= 0)
-    travel with them: training on the selection then samples each group in proportion to its
-    weight.
+    Selection so training can use them. With ``group_weights`` (group name → weight >= 0) the
+    group weights travel instead: training on the selection samples each group in proportion to
+    its weight (weighting each record's loss by its group's weight as well would count the
+    weight twice).
     """
 
     group_weights: Mapping[str, float] | None = None

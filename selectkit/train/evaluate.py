@@ -7,6 +7,7 @@ the examples' losses, so each example counts once whatever its length.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template
+from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
 from selectkit.features.gradients import response_losses
 from selectkit.train.runs import pad_token_id, tokenize_subset
@@ -49,12 +50,9 @@ def target_loss(
     model), in eval mode (no dropout) and without gradients.
 
     Records are tokenized as for training (``max_length`` truncates the prompt first) and run
-    longest first in batches of ``batch_size``, so a batch pads little; the model's train or eval
-    mode is restored afterwards. A record that cannot be tokenized raises its RecordError.
+    as :func:`example_losses` runs them. A record that cannot be tokenized raises its
+    RecordError.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     if len(pool) == 0:
         raise ParamError("the target pool is empty; give at least one record to evaluate on")
     if batch_size < 1:
@@ -62,14 +60,38 @@ def target_loss(
     examples = tokenize_subset(
         pool, range(len(pool)), tokenizer, template=template, max_length=max_length
     )
-    pad_id = pad_token_id(tokenizer)
+    losses = example_losses(
+        model, examples, pad_token_id(tokenizer), batch_size=batch_size, progress=progress
+    )
+    return TargetLoss(losses, pool.ids)
+
+
+def example_losses(
+    model: Any,
+    examples: Sequence[Tokenized],
+    pad_id: int,
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
+    """The mean response-token cross-entropy of each pre-tokenized example (float64, in the
+    given order), so a caller evaluating many models on one target tokenizes it once.
+
+    Examples run longest first in batches of ``batch_size``, so a batch pads little; the
+    model's train or eval mode is restored afterwards.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ParamError(f"batch_size must be >= 1, got {batch_size}")
     order = np.argsort([-len(example.input_ids) for example in examples], kind="stable")
-    losses = np.empty(len(pool), dtype=np.float64)
+    losses = np.empty(len(examples), dtype=np.float64)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(pool), desc="target loss", unit="ex", disable=not progress)
+        bar = tqdm(total=len(examples), desc="target loss", unit="ex", disable=not progress)
         with torch.no_grad(), bar:
             for start in range(0, len(order), batch_size):
                 positions = order[start : start + batch_size]
@@ -82,4 +104,4 @@ def target_loss(
                 bar.update(len(positions))
     finally:
         model.train(was_training)
-    return TargetLoss(losses, pool.ids)
+    return losses

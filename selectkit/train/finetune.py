@@ -14,6 +14,11 @@ selection methods score examples. Normalizing by the step's weights keeps the lo
 scale as unweighted training (the learning rate needs no retuning) and makes multiplying all
 weights by a constant change nothing.
 
+With ``group_weights`` (group name → weight, e.g. from a group-reweighting method) the batches
+are sampled instead of passed in order: each group's expected share of the trained examples is
+``w_g / sum_h w_h`` over the groups present, whatever the groups' sizes (see
+:func:`group_plan`).
+
 ``<out_dir>`` gets the adapter (PEFT ``save_pretrained``: ``adapter_model.safetensors`` and
 ``adapter_config.json``) and ``finetune.json``: the records, a digest of the weights, the
 configuration, the versions, the pool's fingerprint and the loss and learning rate of every step.
@@ -24,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +217,106 @@ def training_plan(count: int, config: FinetuneConfig) -> list[list[np.ndarray]]:
     return [batches[start : start + accumulation] for start in range(0, total, accumulation)]
 
 
+def check_group_weights(
+    groups: Sequence[str | None], group_weights: Mapping[str, float]
+) -> dict[str, float]:
+    """The weights of the groups present in ``groups`` (one group per trained record), checked.
+
+    Refused: a weight that is not a finite number >= 0, a record without a group or whose group
+    has no weight, a positive weight for a group none of the records belongs to (its share could
+    not be honoured), and weights that are zero for every present group.
+    """
+    if not isinstance(group_weights, Mapping):
+        raise ParamError(
+            f"group weights must map group names to weights, not {type(group_weights).__name__}"
+        )
+    weights: dict[str, float] = {}
+    for name, value in group_weights.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"group weight of '{name}' must be a number, not {value!r}") from None
+        if not (math.isfinite(number) and number >= 0):
+            raise ParamError(f"group weight of '{name}' must be finite and >= 0, got {value}")
+        weights[str(name)] = number
+    present = set()
+    for position, group in enumerate(groups):
+        if group is None:
+            raise ParamError(
+                f"trained record {position} has no group, but group weights were given; load "
+                "the pool with the --group-by (group_field) the group weights were made with"
+            )
+        if group not in weights:
+            raise ParamError(
+                f"group '{group}' has no group weight (weighted groups: {sorted(weights)}); "
+                "load the pool with the grouping the weights were made with"
+            )
+        present.add(group)
+    absent = sorted(name for name, value in weights.items() if value > 0 and name not in present)
+    if absent:
+        raise ParamError(
+            f"group '{absent[0]}' has a positive group weight but none of the trained records "
+            "belongs to it, so its share cannot be trained; select records of every weighted "
+            "group or drop its weight"
+        )
+    weights = {name: weights[name] for name in sorted(present)}
+    if not any(value > 0 for value in weights.values()):
+        raise ParamError(
+            f"the group weights of every trained group ({sorted(present)}) are zero, so there "
+            "is nothing to train on"
+        )
+    return weights
+
+
+def _systematic_counts(total: int, shares: np.ndarray, offset: float) -> np.ndarray:
+    """Integer counts summing to ``total`` whose expectations over ``offset ~ U[0, 1)`` are
+    exactly ``total * shares``, each within one of it (systematic sampling: the points
+    ``offset + k`` counted in each group's slice of ``[0, total)``)."""
+    edges = total * np.cumsum(shares)
+    edges[-1] = total
+    reached = np.ceil(edges - offset).astype(np.int64)
+    return np.diff(np.concatenate([[0], reached]))
+
+
+def group_plan(
+    groups: Sequence[str | None], group_weights: Mapping[str, float], config: FinetuneConfig
+) -> list[list[np.ndarray]]:
+    """The batches of every optimizer step when groups are sampled by weight, as positions in
+    ``0..len(groups)-1`` (``groups[i]`` is record i's group).
+
+    The examples to train are ``max_steps * gradient_accumulation * batch_size`` (full batches,
+    exactly ``max_steps`` steps) or ``epochs`` times the number of records of positively
+    weighted groups. Each group's count of examples is drawn by systematic sampling, so its
+    expected share is exactly ``w_g / sum_h w_h`` over the present groups and its realized share
+    within one example of that; the examples' group labels are then shuffled, and within a
+    group records are taken in a fresh permutation each time the group's records run out. All
+    draws come from ``numpy.random.default_rng(seed)``. Zero-weight groups are never trained on.
+    """
+    weights = check_group_weights(groups, group_weights)
+    names = [name for name, value in weights.items() if value > 0]
+    codes = {name: code for code, name in enumerate(names)}
+    members = [[] for _ in names]
+    for position, group in enumerate(groups):
+        if group in codes:
+            members[codes[group]].append(position)
+    if config.max_steps is not None:
+        total = config.max_steps * config.gradient_accumulation * config.batch_size
+    else:
+        total = config.epochs * sum(len(rows) for rows in members)
+    shares = np.array([weights[name] for name in names]) / sum(weights[name] for name in names)
+    rng = np.random.default_rng(config.seed)
+    counts = _systematic_counts(total, shares, float(rng.random()))
+    labels = rng.permutation(np.repeat(np.arange(len(names)), counts))
+    slots = np.empty(total, dtype=np.int64)
+    for code, rows in enumerate(members):
+        need = int(counts[code])
+        passes = [rng.permutation(rows) for _ in range(-(-need // len(rows)))]
+        slots[labels == code] = np.concatenate([np.empty(0, np.int64), *passes])[:need]
+    size, accumulation = config.batch_size, config.gradient_accumulation
+    batches = np.array_split(slots, range(size, total, size))
+    return [batches[start : start + accumulation] for start in range(0, len(batches), accumulation)]
+
+
 def weighted_loss(
     model: Any, batch: dict[str, torch.Tensor], weights: torch.Tensor, normalizer: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,6 +329,28 @@ def weighted_loss(
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     losses = response_losses(logits, batch["labels"])
     return (losses * weights).sum() / normalizer, losses.detach()
+
+
+def train_steps(
+    peft_model: Any,
+    examples: Sequence[Tokenized],
+    weights: np.ndarray,
+    plan: list[list[np.ndarray]],
+    pad_id: int,
+    config: FinetuneConfig,
+    *,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Train ``peft_model`` in place through ``plan`` (positions into ``examples``, as
+    :func:`training_plan` or :func:`group_plan` make them) and return the per-step log.
+
+    Nothing is written to disk and the global random states are restored afterwards, so a
+    caller that trains many models (the retraining harness) gets the same model for the same
+    inputs whatever it trained before. Raises :class:`TrainingDiverged` at the first step whose
+    loss is not finite.
+    """
+    with own_rng():
+        return _train(peft_model, examples, weights, plan, pad_id, config, progress)
 
 
 def _train(
@@ -298,6 +426,7 @@ def finetune(
     config: FinetuneConfig = FinetuneConfig(),
     *,
     weights: Sequence[float] | np.ndarray | None = None,
+    group_weights: Mapping[str, float] | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
@@ -311,8 +440,12 @@ def finetune(
     ``weights`` (one per index; finite, >= 0, not all zero) weight each example's loss within
     its optimizer step, as the module docstring describes. Records of weight 0 are left out
     before training, so they cost nothing and do not change the order of the others: training
-    with a zero weight is exactly training without that record. ``source`` describes where the
-    indices came from (e.g. a selection manifest) and is recorded in the manifest.
+    with a zero weight is exactly training without that record. ``group_weights`` (group name
+    → weight >= 0) sample the batches so that each group's expected share of the trained
+    examples is its weight over the sum of the present groups' weights (:func:`group_plan`; the
+    group of a record is ``pool[i].group``); per-example weights still weight the loss. ``source``
+    describes where the indices came from (e.g. a selection manifest) and is recorded in the
+    manifest.
 
     Every trained record is tokenized before training starts; one that cannot be raises its
     :class:`RecordError`. ``out_dir`` must be new, empty, or hold this same run, which is then
@@ -323,10 +456,18 @@ def finetune(
     unweighted = weights is None
     values = np.ones(len(positions)) if unweighted else check_weights(weights, len(positions))
     kept = np.flatnonzero(values > 0)
+    if group_weights is None:
+        plan = training_plan(len(kept), config)
+        sampled_groups = None
+    else:
+        groups = [pool[int(i)].group for i in positions[kept]]
+        group_weights = check_group_weights(groups, group_weights)
+        plan = group_plan(groups, group_weights, config)
+        sampled = Counter(groups[i] for step in plan for batch in step for i in batch.tolist())
+        sampled_groups = {name: sampled[name] for name in group_weights}
     examples = tokenize_subset(
         pool, positions[kept], tokenizer, template=config.template, max_length=config.max_length
     )
-    plan = training_plan(len(examples), config)
     pad_id = pad_token_id(tokenizer)
     peft_model = trainable_copy(model, config.lora, config.seed)
     manifest: dict[str, Any] = {
@@ -340,6 +481,8 @@ def finetune(
             "ids": [pool[int(i)].id for i in positions],
             "weights_sha256": None if unweighted else _weights_digest(values),
             "zero_weight": int(len(positions) - len(kept)),
+            "group_weights": group_weights,
+            "sampled_groups": sampled_groups,
             "source": source,
         },
         "config": config.to_dict(),
@@ -355,8 +498,7 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out / MANIFEST_NAME, manifest)
 
-    with own_rng():
-        log = _train(peft_model, examples, values[kept], plan, pad_id, config, progress)
+    log = train_steps(peft_model, examples, values[kept], plan, pad_id, config, progress=progress)
 
     peft_model.save_pretrained(str(out), safe_serialization=True)
     manifest["status"] = "complete"
@@ -375,8 +517,8 @@ def finetune_selection(
     *,
     progress: bool = True,
 ) -> FinetuneResult:
-    """:func:`finetune` on a selection's records, with its weights when it has them; the
-    selection must have been made on ``pool``."""
+    """:func:`finetune` on a selection's records, with its weights and group weights when it
+    has them; the selection must have been made on ``pool``."""
     check_pool(pool, selection.manifest["pool"]["fingerprint"])
     source = {"method": selection.manifest.get("method", {}).get("name")}
     return finetune(
@@ -387,6 +529,7 @@ def finetune_selection(
         out_dir,
         config,
         weights=selection.weights,
+        group_weights=selection.group_weights,
         source=source,
         progress=progress,
     )

@@ -136,13 +136,20 @@ def model_description(peft_model: Any) -> dict[str, Any]:
 
 
 def claim_run_folder(
-    out: Path, manifest: dict[str, Any], *, name: str, identity: Sequence[str], what: str
+    out: Path,
+    manifest: dict[str, Any],
+    *,
+    name: str,
+    identity: Sequence[str],
+    what: str,
+    ignore: Sequence[str] = (),
 ) -> None:
     """Make sure ``out`` is empty or holds this same ``what`` run: a manifest file ``name`` of
-    the same ``kind`` and the same values under the ``identity`` keys. Runs are never mixed."""
+    the same ``kind`` and the same values under the ``identity`` keys. Runs are never mixed.
+    Files named in ``ignore`` (e.g. the run's own lock file) do not make a folder non-empty."""
     if out.exists() and not out.is_dir():
         raise ParamError(f"{what} output {out} is a file; give a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(entry.name in ignore for entry in out.iterdir()):
         return
     previous_path = out / name
     if not previous_path.is_file():

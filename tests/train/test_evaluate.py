@@ -22,7 +22,7 @@ from selectkit.errors import ParamError, RecordError
 from selectkit.features.gradients import response_losses
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.tiny import byte_tokenizer, tiny_model
-from selectkit.train.evaluate import target_loss
+from selectkit.train.evaluate import example_losses, target_loss
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,18 @@ def test_truncation_and_batch_size_are_honoured(tiny, target):
     )
     single = target_loss(model, tokenizer, target, batch_size=1, max_length=48)
     np.testing.assert_allclose(single.losses, short.losses, atol=1e-5)
+
+
+def test_pre_tokenized_examples_give_the_same_losses(tiny, target):
+    model, tokenizer = tiny
+    examples = [tokenize_record(record, tokenizer, max_length=96) for record in target]
+    losses = example_losses(model, examples, tokenizer.pad_token_id, batch_size=3)
+    expected = target_loss(model, tokenizer, target, batch_size=3, max_length=96).losses
+    np.testing.assert_array_equal(losses, expected)
+    reordered = example_losses(model, examples[::-1], tokenizer.pad_token_id, batch_size=3)
+    np.testing.assert_allclose(reordered[::-1], expected, atol=1e-5)  # in the given order
+    with pytest.raises(ParamError, match="batch_size must be >= 1"):
+        example_losses(model, examples, tokenizer.pad_token_id, batch_size=0)
 
 
 def test_a_peft_model_is_evaluated_through_its_adapter(tiny, target):
