@@ -13,6 +13,7 @@ from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
 from selectkit.commands.options import ErrorReportingGroup, load_options, pool_options
+from selectkit.commands.retrain import lds_command, retrain_command
 from selectkit.commands.train import evaluate_command, train_command
 from selectkit.commands.warmup import warmup_command
 from selectkit.host import Host, get_host
@@ -213,6 +214,8 @@ cli.add_command(train_command)
 cli.add_command(evaluate_command)
 cli.add_command(featurize_command)
 cli.add_command(cache_group)
+cli.add_command(retrain_command)
+cli.add_command(lds_command)
 
 
 def _register_plugin_commands(group: click.Group, host: Host) -> None:

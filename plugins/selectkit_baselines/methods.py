@@ -13,13 +13,17 @@ class Random(Method):
     """Uniform sampling without replacement, seeded; quotas and budgets still apply.
 
     Every record gets the same log-weight, so the solver's seeded Gumbel top-k draws a uniform
-    random subset that respects the constraints.
+    random subset that respects the constraints. Its attribution is seeded standard normal
+    noise, the chance reference of the linear datamodeling score (expected LDS 0).
     """
 
     name = "random"
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> LogWeights:
         return LogWeights(np.zeros(len(pool)), sample=True)
+
+    def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
+        return np.random.default_rng(context.seed).standard_normal((len(pool), len(target)))
 
 
 class Longest(Method):

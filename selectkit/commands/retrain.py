@@ -1,0 +1,237 @@
+"""``selectkit retrain`` and ``selectkit lds``: train models on random subsets of a pool, then
+score attribution methods by how well they predict those models' target losses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import click
+
+from selectkit.commands.options import (
+    load_options,
+    lora_options,
+    model_load_options,
+    model_options,
+    record_options,
+)
+from selectkit.commands.train import finetune_config, finetune_options
+from selectkit.errors import ParamError
+
+
+@click.command("retrain")
+@click.argument("pool_path", metavar="POOL", type=click.Path(exists=True))
+@click.option(
+    "--target",
+    "target_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="Target examples whose loss every model records.",
+)
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: retrain.json, masks.npy, models/.",
+)
+@click.option("--models", default=64, show_default=True, type=int, help="Models to train.")
+@click.option(
+    "--fraction",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Share of POOL in each model's random subset.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subsets.")
+@click.option(
+    "--train-seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="LoRA init, data order and dropout of every model.",
+)
+@click.option(
+    "--vary-seed",
+    is_flag=True,
+    help="Give each model its own training seed, derived from --train-seed and its index.",
+)
+@click.option(
+    "--shard",
+    default="0/1",
+    show_default=True,
+    help="Train models m with m % n == i of i/n; run one process per shard.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@finetune_options
+@model_options
+@lora_options
+@record_options
+def retrain_command(**kw: Any) -> None:
+    """Train --models LoRA models on random subsets of POOL and record each one's loss on every
+    --target example, in --out.
+
+    Model m trains on round(fraction * n) records drawn from the seed and m alone, so shards
+    (--shard i/n, one process each), reruns and a killed run resumed all give the same files.
+    Finished models are skipped; a model whose loss becomes NaN or infinite is recorded as
+    diverged. Score methods on the run with `selectkit lds`.
+    """
+    from selectkit.data.load import load_pool
+    from selectkit.features.featurize import parse_shard
+    from selectkit.models.loading import load_model
+    from selectkit.retraining import RetrainConfig, retrain
+
+    shard = parse_shard(kw["shard"])
+    config = RetrainConfig(
+        models=kw["models"],
+        fraction=kw["fraction"],
+        seed=kw["seed"],
+        finetune=finetune_config(kw, kw["train_seed"]),
+        vary_seed=kw["vary_seed"],
+    )
+    records = {**kw, "tokenizer": None, "max_length": None}  # word costs: unused here
+    pool = load_pool(kw["pool_path"], load_options(records))
+    target = load_pool(kw["target_path"], load_options(records))
+    loaded = load_model(kw["model"], model_load_options(kw))
+    runs = retrain(
+        pool,
+        target,
+        loaded.model,
+        loaded.tokenizer,
+        kw["out_dir"],
+        config,
+        shard=shard,
+        progress=not kw["quiet"],
+    )
+    click.echo(runs.summary())
+
+
+def route_params(methods: list[str], pairs: dict[str, str], host: Any) -> dict[str, dict]:
+    """Each method's parameters from ``-p`` pairs: ``NAME.key=value`` goes to method NAME only;
+    ``key=value`` to every method that has a parameter ``key`` (at least one must)."""
+    fields = {
+        name: {f.name for f in dataclasses.fields(host.method(name).Params)} for name in methods
+    }
+    routed: dict[str, dict] = {name: {} for name in methods}
+    for key, value in pairs.items():
+        scope, dot, name = key.partition(".")
+        if dot:
+            if scope not in routed:
+                raise ParamError(
+                    f"-p {key}: '{scope}' is not one of the --method names ({', '.join(methods)})"
+                )
+            routed[scope][name] = value
+            continue
+        takers = [method for method in methods if key in fields[method]]
+        if not takers:
+            raise ParamError(
+                f"-p {key}: none of the methods ({', '.join(methods)}) has a parameter '{key}'; "
+                "see `selectkit methods NAME`"
+            )
+        for method in takers:
+            routed[method][key] = value
+    return routed
+
+
+@click.command("lds")
+@click.argument("runs_dir", metavar="RUNS_DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("pool_path", metavar="POOL", type=click.Path(exists=True))
+@click.option(
+    "--target",
+    "target_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="The target file the run was trained with.",
+)
+@click.option(
+    "--method",
+    "-m",
+    "methods",
+    multiple=True,
+    required=True,
+    help="Attribution method to score; repeat for several.",
+)
+@click.option(
+    "--param",
+    "-p",
+    multiple=True,
+    metavar="[METHOD.]KEY=VALUE",
+    help="Method parameter: for every method that has KEY, or for METHOD only.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every method.")
+@click.option("--group-by", help="Field naming each pool record's group, for methods using it.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Write every result (per-target values included) as JSON.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@record_options
+def lds_command(**kw: Any) -> None:
+    """Score attribution methods by their linear datamodeling score on the models of RUNS_DIR
+    (a `selectkit retrain` run on POOL and --target).
+
+    LDS (Park et al. 2023): for each target, the Spearman correlation over models between the
+    method's predicted outcome (the sum of its attributions over the model's subset) and the
+    measured one (minus the loss); the mean over targets ± its standard error, and the LDS of
+    the mean target loss. A method fitted on RUNS_DIR itself is refused: score it on another run.
+    """
+    from selectkit.data.load import load_pool
+    from selectkit.host import get_host
+    from selectkit.output import atomic_writer
+    from selectkit.params import parse_assignments
+    from selectkit.retraining import evaluate_lds, load_runs
+
+    host = get_host()
+    methods = list(dict.fromkeys(kw["methods"]))
+    routed = route_params(methods, parse_assignments(kw["param"]), host)
+    runs = load_runs(kw["runs_dir"])
+    pool = load_pool(kw["pool_path"], load_options(kw, kw["group_by"]), host=host)
+    target = load_pool(kw["target_path"], load_options(kw), host=host)
+    runs.check_matches(pool, target)
+    results = []
+    for name in methods:
+        results.append(
+            evaluate_lds(
+                name,
+                pool,
+                target,
+                runs,
+                params=routed[name],
+                seed=kw["seed"],
+                progress=not kw["quiet"],
+                host=host,
+            )
+        )
+    first = results[0]
+    click.echo(
+        f"{first.models} models ({first.diverged} diverged, {first.missing} not trained left "
+        f"out), {first.targets} of {len(first.target_ids)} targets"
+    )
+    if first.constant_targets:
+        shown = ", ".join(first.constant_targets[:5])
+        click.echo(f"left out, loss constant across models: {shown}")
+    width = max(len("method"), *(len(name) for name in methods))
+    click.echo(
+        f"{'method':<{width}}  {'LDS ± s.e.':>17}  {'mean-loss LDS':>13}  {'models':>6}  "
+        f"{'seconds':>8}"
+    )
+    for result in results:
+        score = f"{result.mean:.3f} ± {_number(result.stderr)}"
+        click.echo(
+            f"{result.method:<{width}}  {score:>17}  {result.mean_loss:>13.3f}  "
+            f"{result.models:>6}  {result.seconds:>8.1f}"
+        )
+    if kw["json_path"]:
+        payload = {"runs": str(runs.path), "results": [r.to_dict() for r in results]}
+        with atomic_writer(kw["json_path"]) as handle:
+            json.dump(payload, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        click.echo(f"wrote {kw['json_path']}")
+
+
+def _number(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"
