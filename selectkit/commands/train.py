@@ -133,7 +133,7 @@ def train_command(**kw: Any) -> None:
     """
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
-    from selectkit.train.finetune import check_pool, finetune
+    from selectkit.train.finetune import check_pool, finetune, selected_groups
 
     if bool(kw["selection_path"]) == kw["train_all"]:
         raise click.UsageError("give either --selection MANIFEST or --all")
@@ -150,7 +150,7 @@ def train_command(**kw: Any) -> None:
     else:
         indices, weights, manifest = selected
         check_pool(pool, manifest["pool"]["fingerprint"], _SAME_POOL)
-        group_weights = manifest["selection"].get("group_weights")
+        group_weights = selected_groups(pool, indices, manifest["selection"].get("group_weights"))
         path = str(Path(kw["selection_path"]).resolve())
         source = {"manifest": path, "method": manifest.get("method")}
     loaded = load_model(kw["model"], model_load_options(kw))

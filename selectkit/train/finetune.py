@@ -529,10 +529,21 @@ def finetune_selection(
         out_dir,
         config,
         weights=selection.weights,
-        group_weights=selection.group_weights,
+        group_weights=selected_groups(pool, selection.indices, selection.group_weights),
         source=source,
         progress=progress,
     )
+
+
+def selected_groups(
+    pool: Pool, indices: Sequence[int] | np.ndarray, group_weights: Mapping[str, float] | None
+) -> dict[str, float] | None:
+    """A selection's group weights restricted to the groups of its records: a method weighs
+    every group of the pool, and the budget may leave some out, which training cannot sample."""
+    if group_weights is None:
+        return None
+    present = {pool[int(i)].group for i in indices}
+    return {name: value for name, value in group_weights.items() if name in present}
 
 
 def check_pool(
