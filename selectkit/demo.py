@@ -1,6 +1,6 @@
 """``selectkit demo``: targeted selection on a generated pool, every method side by side.
 
-The gradient methods (LESS, TracIn, gradient matching) run on a real model (the bundled
+The gradient methods (LESS, TracIn, TRAK, gradient matching) run on a real model (the bundled
 SmolLM2-135M-Instruct by default) with a short LoRA warmup; everything they compute goes to the
 feature store, so a second run of the demo reuses it.
 """
@@ -23,12 +23,13 @@ from selectkit.output import atomic_writer, write_selection
 from selectkit.selection import Selection
 
 TARGET_FAMILY = "units"
-GRADIENT_METHODS = ("less", "tracin", "gradmatch")
+GRADIENT_METHODS = ("less", "tracin", "trak", "gradmatch")
 METHODS = (*GRADIENT_METHODS, "dsir", "random", "longest")
-PLOTTED = ("less", "tracin", "dsir")
+PLOTTED = ("less", "tracin", "trak", "dsir")
 SCORE_LABELS = {
     "less": "LESS: lr-weighted cosine to the target",
     "tracin": "TracIn: lr-weighted gradient inner product",
+    "trak": "TRAK: mean attribution to the target",
     "dsir": "DSIR: importance log-weight",
 }
 
