@@ -22,11 +22,9 @@ from selectkit.errors import ParamError
 from selectkit.features.pipeline import (
     GradientParams,
     GradientPipeline,
-    check_pairs,
     learning_rates,
 )
 from selectkit.features.scoring import iter_similarity, score_pool, similarity_matrix
-from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
 from selectkit_less.aggregate import (
@@ -70,7 +68,9 @@ class Less(Method):
         labels = self._subtasks(target)
         if params.aggregate == "round_robin":
             check_round_robin(len(set(labels)), context.budget_records)
-        pool_sets, target_sets = self._features(pool, target, context)
+        pool_sets, target_sets = GradientPipeline(self.params, context).pool_and_target_features(
+            pool, target, "adam"
+        )
         rates = learning_rates(pool_sets)
         if params.aggregate == "round_robin":
             per_subtask = np.concatenate(
@@ -93,22 +93,12 @@ class Less(Method):
     def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
         """The learning-rate-weighted cosine of every pool record with every target example,
         before LESS aggregates over the target."""
-        pool_sets, target_sets = self._features(pool, target, context)
+        pool_sets, target_sets = GradientPipeline(self.params, context).pool_and_target_features(
+            pool, target, "adam"
+        )
         return similarity_matrix(
             pool_sets, target_sets, learning_rates(pool_sets), progress=context.progress
         )
-
-    def _features(
-        self, pool: Pool, target: Pool, context: Context
-    ) -> tuple[list[FeatureSet], list[FeatureSet]]:
-        """Adam-preconditioned pool features and SGD target features at every checkpoint."""
-        pipeline = GradientPipeline(self.params, context)
-        pipeline.check_examples(pool, target)
-        checkpoints = pipeline.checkpoints(pool)
-        pool_sets = pipeline.features(pool, "adam", checkpoints)
-        target_sets = pipeline.features(target, "sgd", checkpoints)
-        check_pairs(pool_sets, target_sets)
-        return pool_sets, target_sets
 
     def _subtasks(self, target: Pool) -> list[str]:
         name = self.params.subtask_field

@@ -16,11 +16,9 @@ from selectkit.data.pool import Pool
 from selectkit.features.pipeline import (
     GradientParams,
     GradientPipeline,
-    check_pairs,
     learning_rates,
 )
 from selectkit.features.scoring import score_pool, similarity_matrix
-from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
 
@@ -36,7 +34,9 @@ class TracIn(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None
-        pool_sets, target_sets = self._features(pool, target, context)
+        pool_sets, target_sets = GradientPipeline(self.params, context).pool_and_target_features(
+            pool, target
+        )
         mean = score_pool(
             pool_sets,
             target_sets,
@@ -49,7 +49,9 @@ class TracIn(Method):
 
     def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
         """TracIn-CP influence of every pool record on every target example."""
-        pool_sets, target_sets = self._features(pool, target, context)
+        pool_sets, target_sets = GradientPipeline(self.params, context).pool_and_target_features(
+            pool, target
+        )
         return similarity_matrix(
             pool_sets,
             target_sets,
@@ -57,14 +59,3 @@ class TracIn(Method):
             metric="inner",
             progress=context.progress,
         )
-
-    def _features(
-        self, pool: Pool, target: Pool, context: Context
-    ) -> tuple[list[FeatureSet], list[FeatureSet]]:
-        pipeline = GradientPipeline(self.params, context)
-        pipeline.check_examples(pool, target)
-        checkpoints = pipeline.checkpoints(pool)
-        pool_sets = pipeline.features(pool, "sgd", checkpoints)
-        target_sets = pipeline.features(target, "sgd", checkpoints)
-        check_pairs(pool_sets, target_sets)
-        return pool_sets, target_sets

@@ -22,7 +22,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline, check_pairs
+from selectkit.features.pipeline import GradientParams, GradientPipeline
 from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
@@ -86,12 +86,9 @@ class Trak(Method):
         and losses at each checkpoint (see the module docstring)."""
         params: TrakParams = self.params
         check_damping(len(pool), params.dim, params.damping)
-        pipeline = GradientPipeline(params, context)
-        pipeline.check_examples(pool, target)
-        checkpoints = pipeline.checkpoints(pool)
-        pool_sets = pipeline.features(pool, "sgd", checkpoints)
-        target_sets = pipeline.features(target, "sgd", checkpoints)
-        check_pairs(pool_sets, target_sets)
+        pool_sets, target_sets = GradientPipeline(params, context).pool_and_target_features(
+            pool, target
+        )
         out_to_loss, pool_phi, target_phi = [], [], []
         for c, (pool_set, target_set) in enumerate(zip(pool_sets, target_sets, strict=True)):
             q = _one_minus_p(pool_set, pool, c)

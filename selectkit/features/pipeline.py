@@ -199,6 +199,19 @@ class GradientPipeline:
             host=self.host,
         )
 
+    def pool_and_target_features(
+        self, pool: Pool, target: Pool, pool_gradient: GradientKind = "sgd"
+    ) -> tuple[list[FeatureSet], list[FeatureSet]]:
+        """What a target-driven method scores: ``pool_gradient`` features of the pool and SGD
+        features of the target at the same checkpoints, every record checked first and the
+        pairs checked to come from the same model states and projection."""
+        self.check_examples(pool, target)
+        checkpoints = self.checkpoints(pool)
+        pool_sets = self.features(pool, pool_gradient, checkpoints)
+        target_sets = self.features(target, "sgd", checkpoints)
+        check_pairs(pool_sets, target_sets)
+        return pool_sets, target_sets
+
 
 @functools.lru_cache(maxsize=1)
 def _load_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel:
