@@ -56,6 +56,13 @@ class GradientParams:
     warmup_epochs: int = field(default=4, metadata=_help("warmup: epochs, one checkpoint each"))
     warmup_lr: float = field(default=2e-5, metadata=_help("warmup: peak learning rate"))
     warmup_batch_size: int = field(default=8, metadata=_help("warmup: examples per step"))
+    warmup_runs: int = field(
+        default=1,
+        metadata=_help(
+            "independent warmups (seeds seed, seed+1, ...), each on its own random subset; "
+            "the checkpoints of all of them are used (TRAK's ensemble of models)"
+        ),
+    )
     lora_r: int = field(default=8, metadata=_help("rank of the warmup LoRA adapter"))
     lora_alpha: float = field(default=32.0, metadata=_help("alpha of the warmup LoRA adapter"))
     lora_targets: str = field(
@@ -76,6 +83,13 @@ class GradientParams:
     def __post_init__(self) -> None:
         if self.dim < 1 or self.batch_size < 1 or self.max_length < 1:
             raise ParamError("dim, batch_size and max_length must be positive")
+        if self.warmup_runs < 1:
+            raise ParamError(f"warmup_runs must be at least 1, got {self.warmup_runs}")
+        if self.checkpoints and self.warmup_runs != 1:
+            raise ParamError(
+                "warmup_runs applies to the built-in warmup; with checkpoints given, list the "
+                "folders of every run in checkpoints"
+            )
 
     def lora(self) -> LoraSpec:
         targets = self.lora_targets
@@ -110,8 +124,8 @@ class GradientPipeline:
             tokenize_pool(pool, self.loaded.tokenizer, config)
 
     def checkpoints(self, pool: Pool) -> list[Path]:
-        """The given checkpoint folders, or those of a warmup run on ``pool`` (reused when a
-        run with the same model, pool and settings is already in the cache)."""
+        """The given checkpoint folders, or those of ``warmup_runs`` warmup runs on ``pool``
+        (each reused when a run with the same model, pool, settings and seed is in the cache)."""
         from selectkit.train.checkpoints import find_checkpoints
 
         if self.params.checkpoints:
@@ -121,7 +135,9 @@ class GradientPipeline:
                 raise ParamError(f"checkpoint folder {missing[0]} does not exist")
             found = [c for folder in folders for c in find_checkpoints(folder)]
         else:
-            found = self._warmup(pool)
+            seed = self.context.seed
+            runs = range(seed, seed + self.params.warmup_runs)
+            found = [c for run_seed in runs for c in self._warmup(pool, run_seed)]
         if found and all(c.learning_rate == 0 for c in found):
             raise ParamError(
                 "every checkpoint's mean learning rate is 0, so learning-rate-weighted scores "
@@ -130,7 +146,7 @@ class GradientPipeline:
             )
         return [c.path for c in found]
 
-    def _warmup(self, pool: Pool) -> list[Any]:
+    def _warmup(self, pool: Pool, seed: int) -> list[Any]:
         from selectkit.train.checkpoints import find_checkpoints
         from selectkit.train.warmup import WarmupConfig, warmup
 
@@ -142,7 +158,7 @@ class GradientPipeline:
             batch_size=p.warmup_batch_size,
             lora=p.lora(),
             max_length=p.max_length,
-            seed=self.context.seed,
+            seed=seed,
         )
         identity = {
             "weights": tensors_digest(self.loaded.model.named_parameters()),

@@ -73,3 +73,19 @@ def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, mon
     with pytest.raises(ParamError, match="learning rate is 0"):
         GradientPipeline(params, Context()).checkpoints(pool)
     assert pipeline_module.learning_rates([]) == []
+
+
+def test_warmup_runs_are_independent_warmups_with_consecutive_seeds(pool, tmp_path):
+    small = {**SMALL, "warmup_epochs": 1, "cache_dir": str(tmp_path / "features")}
+    ensemble = GradientPipeline(GradientParams(**small, warmup_runs=2), Context(seed=4))
+    first, second = ensemble.checkpoints(pool)
+    assert first.parent != second.parent
+    alone = [
+        GradientPipeline(GradientParams(**small), Context(seed=seed)).checkpoints(pool)
+        for seed in (4, 5)
+    ]
+    assert alone == [[first], [second]]  # the same cached runs: run r is the seed + r warmup
+    with pytest.raises(ParamError, match="at least 1"):
+        GradientParams(**SMALL, warmup_runs=0)
+    with pytest.raises(ParamError, match="list the folders of every run"):
+        GradientParams(**SMALL, checkpoints=str(tmp_path), warmup_runs=2)

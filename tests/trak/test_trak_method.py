@@ -114,6 +114,23 @@ def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run):
     assert auc >= 0.7
 
 
+def test_an_ensemble_of_independent_warmups(targeted, gradient_params, tmp_path):
+    pool, target = targeted
+    subset = Pool([pool[i] for i in range(0, len(pool), 10)])
+    params = {**gradient_params, "cache_dir": str(tmp_path / "features")}
+    attribution = Trak(TrakParams(**params, warmup_runs=2)).attribute(
+        subset, target, Context(seed=0)
+    )
+    dim = gradient_params["dim"]
+    pool_sets = sgd_sets(params["cache_dir"], len(subset), dim)
+    runs = {str(Path(s.meta["checkpoint"]["path"]).parent) for s in pool_sets}
+    assert len(pool_sets) == 4 and len(runs) == 2  # two checkpoints of each warmup
+    expected = direct_attribution(
+        pool_sets, sgd_sets(params["cache_dir"], len(target), dim), damping=0.1
+    )
+    np.testing.assert_allclose(attribution, expected, rtol=0, atol=1e-9 * abs(expected).max())
+
+
 def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path):
     pool, target = targeted
     params = {**gradient_params, "cache_dir": str(tmp_path)}
