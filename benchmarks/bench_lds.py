@@ -8,12 +8,12 @@ seed) is what the regression datamodels are fitted on; LDS is always measured on
 evaluation models.
 
 For TRAK (at its default damping 0.1; at 1 and 10, to show how the ridge moves it; and over 4
-independent warmups, as the TRAK paper ensembles independently trained models), the datamodels
-(TRAK-estimated is TRAK itself; and ridge regression on the fit models), TracIn, LESS and a
-random attribution the benchmark prints the LDS (mean over targets of the Spearman correlation
-between predicted and measured target loss across the held-out models, ± its standard error),
-the LDS of the mean target loss, and the seconds each took (the gradient methods share one
-warmup and one feature store, so the first pays for them).
+independent warmups at damping 0.1 and 10, as the TRAK paper ensembles independently trained
+models), the datamodels (TRAK-estimated is TRAK itself; and ridge regression on the fit models),
+TracIn, LESS and a random attribution the benchmark prints the LDS (mean over targets of the
+Spearman correlation between predicted and measured target loss across the held-out models, ±
+its standard error), the LDS of the mean target loss, and the seconds each took (the gradient
+methods share one warmup and one feature store, so the first pays for them).
 Targets: TRAK's and the regression datamodel's LDS at least 0.1 above random's and beyond two
 standard errors of it.
 
@@ -108,6 +108,7 @@ def main() -> None:
         ("trak damping=1", "trak", {**gradient, "damping": 1.0}),
         ("trak damping=10", "trak", {**gradient, "damping": 10.0}),
         ("trak warmup_runs=4", "trak", {**gradient, "warmup_runs": 4}),
+        ("trak damping=10 warmup_runs=4", "trak", {**gradient, "damping": 10.0, "warmup_runs": 4}),
         (
             "datamodels (regression)",
             "datamodels",
@@ -120,12 +121,13 @@ def main() -> None:
     if "fit" not in runs:
         methods = [method for method in methods if method[1] != "datamodels"]
     results = {}
-    print(f"\n{'method':26} {'LDS':>15} {'mean-loss LDS':>14} {'seconds':>8}")
+    width = max(len(label) for label, _, _ in methods)
+    print(f"\n{'method':{width}} {'LDS':>15} {'mean-loss LDS':>14} {'seconds':>8}")
     for label, method, params in methods:
         result = evaluate_lds(method, pool, target, runs["eval"], params=params, seed=0)
         results[label] = result
         print(
-            f"{label:26} {result.mean:7.3f} ± {result.stderr:5.3f} "
+            f"{label:{width}} {result.mean:7.3f} ± {result.stderr:5.3f} "
             f"{result.mean_loss:14.3f} {result.seconds:8.1f}"
         )
     random = results["random"]
