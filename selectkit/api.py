@@ -15,7 +15,7 @@ from selectkit.manifest import build_manifest
 from selectkit.methods import Context, Method
 from selectkit.params import build_params
 from selectkit.selection import Selection
-from selectkit.solvers.budget import Budget, Constraints, resolve
+from selectkit.solvers.budget import Budget, Constraints, resolve, rule_out
 from selectkit.solvers.dispatch import solve
 from selectkit.solvers.objectives import Weights
 
@@ -76,6 +76,11 @@ def select(
         raise ParamError(
             f"method '{method_obj.name}' returned {len(objective)} values for a pool of {len(pool)}"
         )
+    if objective.eligible is not None:
+        why = f"method '{method_obj.name}'" + (
+            f" ({objective.ruled_out})" if objective.ruled_out else ""
+        )
+        problem = rule_out(problem, ~objective.eligible, why)
     scored = time.perf_counter()
     solution = solve(objective, problem, seed=seed, solver=solver_obj, host=host)
     solved = time.perf_counter()

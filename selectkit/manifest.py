@@ -59,6 +59,7 @@ def build_manifest(
             "quotas": {name: str(q) for name, q in sorted(constraints.quotas.items())},
             "required": sorted(constraints.required),
             "excluded": sorted(constraints.excluded),
+            "ruled_out_by_method": _ruled_out(objective),
         },
         "solver": {
             "name": solution.solver,
@@ -85,6 +86,13 @@ def build_manifest(
         "timings_s": {key: round(value, 6) for key, value in timings.items()},
     }
     return jsonable(manifest)
+
+
+def _ruled_out(objective: Objective) -> dict[str, Any] | None:
+    """How many records the method's own filter excluded, and why."""
+    if objective.eligible is None:
+        return None
+    return {"count": int((~objective.eligible).sum()), "why": objective.ruled_out}
 
 
 def _describe_pool(pool: Pool) -> dict[str, Any]:

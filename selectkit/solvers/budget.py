@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -289,6 +289,25 @@ def resolve(
     )
     _check_feasible(problem, weights)
     return problem
+
+
+def rule_out(problem: Problem, mask: np.ndarray, why: str) -> Problem:
+    """``problem`` with the records of ``mask`` excluded too, checked again: a method's own
+    filter (``why`` names it) must not drop a required record or leave the budget unfillable."""
+    clash = np.flatnonzero(mask & problem.required)
+    if len(clash):
+        raise BudgetError(
+            f"{why} rules out {len(clash)} required record(s) (pool positions "
+            f"{clash[:10].tolist()}); drop them from --require or relax the method's filter"
+        )
+    narrowed = replace(problem, excluded=problem.excluded | mask)
+    try:
+        _check_feasible(narrowed, problem.weights)
+    except BudgetError as exc:
+        raise BudgetError(
+            f"{exc} ({why} ruled out {int(mask.sum())} of {problem.size} records)"
+        ) from exc
+    return narrowed
 
 
 def _check_feasible(problem: Problem, weights: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -19,9 +19,16 @@ from selectkit.errors import ParamError
 
 @dataclass(frozen=True)
 class Objective:
-    """Base class: one value per pool record, aligned with the pool's order."""
+    """Base class: one value per pool record, aligned with the pool's order.
+
+    ``eligible`` (optional, boolean per record) is the method's own filter: records it marks
+    False are never selected, as if the user had excluded them (e.g. IFD drops records whose
+    instruction does not help predict the response). ``ruled_out`` says why, for errors.
+    """
 
     values: np.ndarray
+    eligible: np.ndarray | None = field(default=None, kw_only=True)
+    ruled_out: str = field(default="", kw_only=True)
 
     def __post_init__(self) -> None:
         values = np.ascontiguousarray(self.values, dtype=np.float64)
@@ -31,6 +38,14 @@ class Objective:
             bad = int(np.flatnonzero(np.isnan(values))[0])
             raise ValueError(f"{type(self).__name__} value of record {bad} is NaN")
         object.__setattr__(self, "values", values)
+        if self.eligible is not None:
+            eligible = np.asarray(self.eligible)
+            if eligible.dtype != np.bool_ or eligible.shape != values.shape:
+                raise ValueError(
+                    f"{type(self).__name__} eligible must be a boolean mask of shape "
+                    f"{values.shape}, got {eligible.dtype} of shape {eligible.shape}"
+                )
+            object.__setattr__(self, "eligible", eligible)
 
     def __len__(self) -> int:
         return len(self.values)

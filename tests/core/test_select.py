@@ -157,3 +157,50 @@ def test_failed_manifest_leaves_no_records_file_either(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_selection(selection, pool, tmp_path / "picked.jsonl", scores_out=tmp_path / "s.jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+class _EveryThirdRuledOut(Method):
+    """Scores by position; the method's own filter drops every third record."""
+
+    name = "every-third-out"
+
+    def objective(self, pool, target, context: Context):
+        positions = np.arange(len(pool))
+        return Scores(positions.astype(float), eligible=positions % 3 != 0, ruled_out="test")
+
+
+def test_a_methods_filter_excludes_records_and_the_manifest_counts_them():
+    selection = select(_pool(), _EveryThirdRuledOut(), 5)
+    assert selection.indices.tolist() == [38, 37, 35, 34, 32]
+    ruled = selection.manifest["constraints"]["ruled_out_by_method"]
+    assert ruled == {"count": 14, "why": "test"}
+    assert select(_pool(), "longest", 5).manifest["constraints"]["ruled_out_by_method"] is None
+
+
+def test_a_filter_that_drops_a_required_record_is_an_error():
+    with pytest.raises(BudgetError, match=r"method 'every-third-out' \(test\) rules out 1 requir"):
+        select(_pool(), _EveryThirdRuledOut(), 5, constraints=Constraints.build(required=["3"]))
+
+
+@pytest.mark.parametrize(
+    ("budget", "quotas", "message"),
+    [
+        (30, {}, "only 26 selectable records"),
+        (20, {"even": "10:"}, "group 'even' needs at least 10 items but has only 8"),
+    ],
+)
+def test_a_filter_that_leaves_the_budget_unfillable_says_how_many_it_dropped(
+    budget, quotas, message
+):
+    pool = Pool.from_texts(["x"] * 40, ["even"] * 12 + ["odd"] * 28)
+    with pytest.raises(BudgetError, match=message) as caught:
+        select(pool, _EveryThirdRuledOut(), budget, constraints=Constraints.build(quotas))
+    assert "ruled out 14 of 40 records" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "eligible", [np.ones(4, dtype=np.int64), np.ones(3, dtype=bool), np.ones((4, 1), dtype=bool)]
+)
+def test_an_eligibility_mask_must_be_boolean_and_one_per_record(eligible):
+    with pytest.raises(ValueError, match="eligible must be a boolean mask of shape"):
+        Scores(np.zeros(4), eligible=eligible)
