@@ -73,6 +73,7 @@ def example_losses(
     *,
     batch_size: int = 8,
     progress: bool = False,
+    desc: str = "target loss",
 ) -> np.ndarray:
     """The mean response-token cross-entropy of each pre-tokenized example (float64, in the
     given order), so a caller evaluating many models on one target tokenizes it once.
@@ -91,7 +92,7 @@ def example_losses(
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(examples), desc="target loss", unit="ex", disable=not progress)
+        bar = tqdm(total=len(examples), desc=desc, unit="ex", disable=not progress)
         with torch.no_grad(), bar:
             for start in range(0, len(order), batch_size):
                 positions = order[start : start + batch_size]

@@ -1,0 +1,133 @@
+"""The ``ifd`` method: Instruction-Following Difficulty.
+
+Li et al. (2024), "From Quantity to Quality: Boosting LLM Performance with Self-Guided Data
+Selection for Instruction Tuning" (NAACL; "Cherry LLM"). For an instruction ``Q`` and its
+response ``A``, ``IFD(Q, A) = s(A | Q) / s(A)``: the model's mean cross-entropy on the response
+tokens given the instruction, over the same without it. A low IFD means the instruction makes
+the response easy to predict (little left to learn); a high IFD, that the model struggles to
+follow it. The paper keeps the highest IFD, but drops records with ``IFD > 1``: there the
+instruction makes the response *harder* to predict, the sign of a pair that does not belong
+together.
+
+Which model scores: Cherry LLM warms a "pre-experienced" model up on a small part of the data
+first (``scorer=warmup``: the last checkpoint of the shared LoRA warmup, or of
+``checkpoints``); Superfiltering (Li et al. 2024, ACL) shows that a much smaller model, used as
+it is, ranks by IFD almost as well (``scorer=base``, the default: e.g. ``model=gpt2``).
+
+Both losses cover what training counts as the response: under a chat template the response and
+its end-of-turn tokens, alone the response and EOS. Records with no instruction (raw text) have
+no IFD; they are ruled out, and a pool of raw text only is refused before any model loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from selectkit.data.pool import Pool, Record
+from selectkit.errors import ParamError, RecordError
+from selectkit.features.featurize import FeaturizeConfig, tokenize_pool, with_adapter
+from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import Scores
+from selectkit.train.evaluate import example_losses
+from selectkit.train.runs import pad_token_id
+
+
+@dataclass(frozen=True)
+class IfdParams(GradientParams):
+    """Parameters of ``ifd``: the model options shared with the gradient methods, plus these."""
+
+    scorer: Literal["base", "warmup"] = field(
+        default="base",
+        metadata={
+            "help": "base: the model as loaded (Superfiltering); warmup: the last checkpoint "
+            "of the LoRA warmup or of checkpoints (Cherry LLM's pre-experienced model)"
+        },
+    )
+    max_ifd: float = field(
+        default=1.0,
+        metadata={
+            "help": "records with a larger IFD are ruled out (Cherry LLM: 1, where the "
+            "instruction stops helping); inf keeps every record"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scorer not in ("base", "warmup"):
+            raise ParamError(f"scorer must be base or warmup, not '{self.scorer}'")
+        if not self.max_ifd > 0:
+            raise ParamError(f"max_ifd must be positive (or inf), got {self.max_ifd}")
+        if self.scorer == "base" and self.checkpoints:
+            raise ParamError("checkpoints are used only with scorer=warmup")
+        if self.scorer == "warmup" and self.warmup_runs != 1:
+            raise ParamError("scorer=warmup scores with one pre-experienced model: warmup_runs=1")
+
+
+class Ifd(Method):
+    """IFD: loss of the response with its instruction over without (Li et al. 2024).
+
+    Highest first, among records whose IFD is at most max_ifd."""
+
+    name = "ifd"
+    Params = IfdParams
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
+        p: IfdParams = self.params
+        has_instruction = np.array([bool(record.prompt) for record in pool])
+        if not has_instruction.any():
+            raise ParamError(
+                "ifd compares a response's loss with and without its instruction, and no record "
+                "of the pool has one (raw text only)"
+            )
+        pipeline = GradientPipeline(p, context)
+        pipeline.check_examples(pool)
+        loaded = pipeline.loaded
+        checkpoint = pipeline.checkpoints(pool)[-1] if p.scorer == "warmup" else None
+        model = with_adapter(loaded.model, checkpoint)
+        try:
+            ifd = ifd_scores(
+                model, loaded.tokenizer, pool, p.max_length, p.batch_size, context.progress
+            )
+        finally:
+            if checkpoint is not None:
+                loaded.model = model.unload()
+        ifd[~has_instruction] = 1.0
+        eligible = has_instruction & (ifd <= p.max_ifd)
+        ruled_out = "no instruction" if math.isinf(p.max_ifd) else f"IFD > {p.max_ifd:g}"
+        if not has_instruction.all() and not math.isinf(p.max_ifd):
+            ruled_out += " or no instruction"
+        return Scores(ifd, eligible=eligible, ruled_out=ruled_out)
+
+
+def ifd_scores(
+    model: object,
+    tokenizer: object,
+    pool: Pool,
+    max_length: int,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
+    """``s(A | Q) / s(A)`` for every record, in pool order (float64). A record whose losses are
+    not finite and positive raises :class:`RecordError` naming it."""
+    with_instruction = tokenize_pool(pool, tokenizer, FeaturizeConfig(max_length=max_length))
+    alone = [Record(id=record.id, prompt="", response=record.response) for record in pool]
+    without = tokenize_pool(alone, tokenizer, FeaturizeConfig(max_length=max_length))
+    pad = pad_token_id(tokenizer)
+    run = {"batch_size": batch_size, "progress": progress}
+    conditioned = example_losses(model, with_instruction, pad, desc="IFD: s(A|Q)", **run)
+    direct = example_losses(model, without, pad, desc="IFD: s(A)", **run)
+    bad = ~(np.isfinite(conditioned) & np.isfinite(direct) & (direct > 0))
+    if bad.any():
+        record = pool[int(np.flatnonzero(bad)[0])]
+        raise RecordError(
+            f"IFD is undefined: response loss {direct[bad][0]} alone, "
+            f"{conditioned[bad][0]} with the instruction",
+            path=record.source,
+            line=record.line,
+        )
+    return conditioned / direct
