@@ -58,3 +58,10 @@ def gradient_params(tmp_path_factory) -> dict:
         "lora_targets": "all-linear",
         "cache_dir": str(tmp_path_factory.mktemp("features")),
     }
+
+
+@pytest.fixture(scope="session")
+def model_params(gradient_params) -> dict:
+    """The same model, warmup and cache, for methods that run the model but project no
+    gradients (EL2N, IFD): everything but the projection's ``dim``."""
+    return {key: value for key, value in gradient_params.items() if key != "dim"}

@@ -19,7 +19,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Weights
 from selectkit_bilevel.reweighting import ReweightConfig
@@ -30,15 +30,14 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class BilevelParams(GradientParams):
+class BilevelParams(ModelParams):
     """Parameters of ``bilevel``: the shared model and LoRA fields (``model``, ``lora_r``,
     ``lora_alpha``, ``lora_targets``, ``max_length``, ``device``, ``model_dtype``) and the
     reweighting loop's.
 
-    The loop trains its own adapter from a fresh LoRA and stores no features, so the shared
-    warmup, projection and store fields (``warmup_*``, ``projector``, ``dim``, ``store_dtype``,
-    ``cache_dir``) are unused; ``checkpoints`` must stay empty. ``batch_size`` is the number of
-    pool records per outer step.
+    The loop trains its own adapter from a fresh LoRA and stores nothing, so the shared warmup
+    fields (``warmup_*``) and ``cache_dir`` are unused; ``checkpoints`` must stay empty.
+    ``batch_size`` is the number of pool records per outer step.
     """
 
     batch_size: int = field(default=16, metadata=_help("pool records per outer step"))

@@ -18,7 +18,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool, with_adapter
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
 from selectkit.features.token_stats import el2n_scores
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
@@ -46,10 +46,10 @@ class EL2N(Method):
     Highest first, like GraNd."""
 
     name = "el2n"
-    Params = GradientParams
+    Params = ModelParams
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
-        params: GradientParams = self.params
+        params: ModelParams = self.params
         pipeline = GradientPipeline(params, context)
         pipeline.check_examples(pool)
         checkpoints = pipeline.checkpoints(pool)

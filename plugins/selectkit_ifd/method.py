@@ -30,7 +30,7 @@ import numpy as np
 from selectkit.data.pool import Pool, Record
 from selectkit.errors import ParamError, RecordError
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool, with_adapter
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
 from selectkit.train.evaluate import example_losses
@@ -38,8 +38,8 @@ from selectkit.train.runs import pad_token_id
 
 
 @dataclass(frozen=True)
-class IfdParams(GradientParams):
-    """Parameters of ``ifd``: the model options shared with the gradient methods, plus these."""
+class IfdParams(ModelParams):
+    """Parameters of ``ifd``: the shared model and warmup options, plus these."""
 
     scorer: Literal["base", "warmup"] = field(
         default="base",

@@ -1,6 +1,7 @@
 """What every gradient method runs before it scores: model, warmup checkpoints, features.
 
-A gradient method's parameters subclass :class:`GradientParams`; its ``objective`` builds a
+A gradient method's parameters subclass :class:`GradientParams` (a method that runs the model
+but needs no projected gradients, :class:`ModelParams`); its ``objective`` builds a
 :class:`GradientPipeline` and asks it for checkpoints (given, or a LoRA warmup run that is
 cached by content like the features) and for feature sets of the pool and target. Everything
 lands in the shared store, so a second method, or the same method with another target, reuses
@@ -38,8 +39,10 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class GradientParams:
-    """Parameters every gradient method shares; method parameter classes subclass this."""
+class ModelParams:
+    """Parameters of every method that runs the model: which model, its warmup and adapter,
+    and how examples are batched. Methods that need no projected gradients (EL2N, IFD)
+    subclass this; the gradient methods subclass :class:`GradientParams`."""
 
     model: str = field(
         default="smollm2",
@@ -69,20 +72,18 @@ class GradientParams:
         default="q_proj,k_proj,v_proj,o_proj",
         metadata=_help("module names the LoRA adapts, or all-linear"),
     )
-    projector: str = field(default="sjlt", metadata=_help("random projector (sjlt, rademacher)"))
-    dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
-    batch_size: int = field(default=16, metadata=_help("examples per extraction block"))
+    batch_size: int = field(default=16, metadata=_help("examples per forward (and backward) pass"))
     max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
-    store_dtype: str = field(default="float32", metadata=_help("float32 or float16 rows"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     model_dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
     cache_dir: str = field(
-        default="", metadata=_help("feature store folder (default: SELECTKIT_CACHE_DIR)")
+        default="",
+        metadata=_help("feature store folder, warmups beside it (default: SELECTKIT_CACHE_DIR)"),
     )
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.batch_size < 1 or self.max_length < 1:
-            raise ParamError("dim, batch_size and max_length must be positive")
+        if self.batch_size < 1 or self.max_length < 1:
+            raise ParamError("batch_size and max_length must be positive")
         if self.warmup_runs < 1:
             raise ParamError(f"warmup_runs must be at least 1, got {self.warmup_runs}")
         if self.checkpoints and self.warmup_runs != 1:
@@ -100,10 +101,28 @@ class GradientParams:
         )
 
 
-class GradientPipeline:
-    """Loads the model once and hands out checkpoints and feature sets for a method run."""
+@dataclass(frozen=True)
+class GradientParams(ModelParams):
+    """Parameters every gradient method shares: the model's, plus the projection and the
+    store's row type. Gradient methods' parameter classes subclass this."""
 
-    def __init__(self, params: GradientParams, context: Context, host: Host | None = None):
+    projector: str = field(default="sjlt", metadata=_help("random projector (sjlt, rademacher)"))
+    dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
+    store_dtype: str = field(default="float32", metadata=_help("float32 or float16 rows"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dim < 1:
+            raise ParamError(f"dim must be positive, got {self.dim}")
+
+
+class GradientPipeline:
+    """Loads the model once and hands out checkpoints and feature sets for a method run.
+
+    With :class:`ModelParams` it gives the model and checkpoints; feature sets need
+    :class:`GradientParams`."""
+
+    def __init__(self, params: ModelParams, context: Context, host: Host | None = None):
         self.params = params
         self.context = context
         self.host = host
@@ -195,6 +214,8 @@ class GradientPipeline:
     ) -> list[FeatureSet]:
         """One feature set of ``pool`` per checkpoint (a fresh LoRA when there is none)."""
         p = self.params
+        if not isinstance(p, GradientParams):
+            raise TypeError(f"feature sets need GradientParams, not {type(p).__name__}")
         config = FeaturizeConfig(
             gradient=gradient,
             projector=p.projector,

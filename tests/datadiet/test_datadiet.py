@@ -64,8 +64,8 @@ def test_el2n_matches_a_token_by_token_computation():
         assert abs(got[k] - np.mean(errors)) < 1e-5
 
 
-def test_el2n_selects_through_the_solver(targeted, gradient_params):
+def test_el2n_selects_through_the_solver(targeted, model_params):
     pool, _ = targeted
-    selection = select(pool, "el2n", 10, params=gradient_params, seed=0)
+    selection = select(pool, "el2n", 10, params=model_params, seed=0)
     assert len(selection) == 10 and np.isfinite(selection.scores).all()
     assert (selection.scores > 0).all() and (selection.scores < np.sqrt(2)).all()

@@ -17,7 +17,7 @@ from selectkit.data.load import load_pool
 from selectkit.data.pool import Pool, Record
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import BudgetError, ParamError, RecordError
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.methods import Context
 from selectkit.models.loading import load_model
 from selectkit.models.lora import load_adapter
@@ -106,11 +106,11 @@ def test_a_pool_of_raw_text_is_refused_before_any_model_loads():
         select(pool, "ifd", 1, params={"model": "no-such-model-folder"})
 
 
-def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, gradient_params):
+def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_params):
     pool, _ = targeted
-    params = {**gradient_params, "scorer": "warmup", "max_ifd": float("inf")}
+    params = {**model_params, "scorer": "warmup", "max_ifd": float("inf")}
     selection = select(pool, "ifd", 10, params=params, seed=0)
-    last = GradientPipeline(GradientParams(**gradient_params), Context()).checkpoints(pool)[-1]
+    last = GradientPipeline(ModelParams(**model_params), Context()).checkpoints(pool)[-1]
     loaded = load_model("tiny-llama")
     model = load_adapter(loaded.model, last)
     expected = ifd_scores(model, loaded.tokenizer, pool, max_length=128)
