@@ -6,6 +6,7 @@
 - ``lp``: the LP relaxation, rounded down and filled greedily; reports the LP value as bound.
 - ``omp``: gradient matching (``Matching``) by non-negative orthogonal matching pursuit.
 - ``greedy``: lazy greedy for set functions (``FacilityLocation``), with an upper bound.
+- ``kcenter``: farthest-first traversal for ``KCenter``, with a lower bound on the radius.
 
 Nothing here imports cvxpy, scipy or torch at import time.
 """
@@ -23,6 +24,7 @@ from selectkit.hookspecs import hookimpl
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
 from selectkit.solvers.greedy import GreedySolver
+from selectkit.solvers.kcenter import KCenterSolver
 from selectkit.solvers.knapsack import drop_worthless, greedy, ratio_order, solve_tokens
 from selectkit.solvers.models import canonical_count, count_model, require_solution, token_model
 from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
@@ -281,4 +283,4 @@ def _values(objective: Objective, problem: Problem, solver: str) -> np.ndarray:
 
 @hookimpl
 def selectkit_register_solvers() -> list[type[Solver]]:
-    return [ExactSolver, MilpSolver, LpSolver, OmpSolver, GreedySolver]
+    return [ExactSolver, MilpSolver, LpSolver, OmpSolver, GreedySolver, KCenterSolver]

@@ -245,3 +245,51 @@ class FacilityLocation(SetFunction):
             "metric": self.metric,
             "max_similarity": self.similarity.top,
         }
+
+
+@dataclass(frozen=True, init=False)
+class KCenter(Objective):
+    """k-center (Sener and Savarese 2018): records whose features leave every pool record close
+    to one of them, solved by farthest-first traversal (``kcenter`` solver). A diversity
+    objective: it ignores how typical a record is and covers the outskirts of the pool too.
+
+    ``metric="euclidean"`` is the distance of the feature rows; ``"cosine"`` that of the rows
+    scaled to unit length. ``weighted`` puts cluster sizes (how many pool records have each
+    center as their nearest) on the selection as training weights. The rows are held in memory
+    as float32. ``values`` are each record's distance to the pool's mean (how atypical it is),
+    reported beside the selection; the solver does not use them.
+    """
+
+    distances: Any
+    metric: str
+    weighted: bool
+
+    def __init__(
+        self,
+        features: Any,
+        *,
+        metric: Literal["euclidean", "cosine"] = "euclidean",
+        weighted: bool = False,
+        memory_limit: int = CHUNK_MEMORY,
+    ) -> None:
+        from selectkit.solvers.kcenter import Distances
+        from selectkit.solvers.rows import as_rows, check_finite, iter_chunks
+
+        if metric not in ("euclidean", "cosine"):
+            raise ParamError(f"metric must be euclidean or cosine, not '{metric}'")
+        source = as_rows(features)
+        if source.num_rows == 0:
+            raise ParamError("k-center needs at least one feature row")
+        rows = np.empty((source.num_rows, source.dim), dtype=np.float32)
+        for start, chunk in iter_chunks(source, memory_limit):
+            rows[start : start + len(chunk)] = chunk
+        check_finite(rows.sum(axis=1, dtype=np.float64), "the feature sum")
+        if metric == "cosine":
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            rows = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+        distances = Distances(rows)
+        object.__setattr__(self, "distances", distances)
+        object.__setattr__(self, "metric", metric)
+        object.__setattr__(self, "weighted", bool(weighted))
+        object.__setattr__(self, "values", np.sqrt(distances.sq))
+        self.__post_init__()

@@ -1,0 +1,9 @@
+"""k-center for selectkit: diverse records by farthest-first traversal (Sener and Savarese 2018)."""
+
+from selectkit.hookspecs import hookimpl
+from selectkit_kcenter.method import KCenterMethod
+
+
+@hookimpl
+def selectkit_register_methods():
+    return [KCenterMethod]

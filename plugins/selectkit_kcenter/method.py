@@ -1,0 +1,77 @@
+"""The ``kcenter`` method: records that leave no part of the pool far from a selected one.
+
+Sener and Savarese (2018), "Active Learning for Convolutional Neural Networks: A Core-Set
+Approach" (ICLR): choosing a subset whose training loss bounds the pool's amounts to a k-center
+problem in feature space, which farthest-first traversal solves within a factor of 2 (Gonzalez
+1985). For LLM fine-tuning data it is a standard diversity baseline: it covers the pool rather
+than the typical or the targeted.
+
+The features are the shared store's projected per-example LoRA gradients (``sgd``) at the last
+warmup checkpoint (``checkpoints_used=all``: every checkpoint side by side, scaled by
+``sqrt(learning rate)``). ``metric=cosine`` (the default) compares gradient directions: raw
+gradient norms are largest for short and badly fitted examples, and Euclidean k-center would
+spend its budget on them. The pool's features are held in memory (``n x dim`` float32); each
+of the ``k`` steps is one pass over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from selectkit.data.pool import Pool
+from selectkit.errors import ParamError
+from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
+from selectkit.methods import Context, Method
+from selectkit.solvers.objectives import KCenter
+from selectkit.solvers.rows import combine_checkpoints
+
+
+@dataclass(frozen=True)
+class KCenterParams(GradientParams):
+    """Parameters of ``kcenter``: the shared gradient parameters, plus the distance's."""
+
+    checkpoints_used: Literal["last", "all"] = field(
+        default="last",
+        metadata={
+            "help": "last: gradients at the last warmup checkpoint; all: every checkpoint "
+            "side by side, scaled by sqrt(learning rate)"
+        },
+    )
+    metric: Literal["euclidean", "cosine"] = field(
+        default="cosine",
+        metadata={"help": "cosine: gradient directions; euclidean: gradients as they are"},
+    )
+    weighted: bool = field(
+        default=False,
+        metadata={"help": "put cluster sizes on the selection as training weights"},
+    )
+    memory_mb: int = field(default=256, metadata={"help": "MiB of feature rows read at once"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.metric not in ("euclidean", "cosine"):
+            raise ParamError(f"metric must be euclidean or cosine, not '{self.metric}'")
+        if self.checkpoints_used not in ("last", "all"):
+            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
+        if self.memory_mb < 1:
+            raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
+
+
+class KCenterMethod(Method):
+    """k-center: diverse records by farthest-first traversal on gradients (Sener & Savarese 2018).
+
+    No target needed; required records are the first centers."""
+
+    name = "kcenter"
+    Params = KCenterParams
+    needs_target = False
+
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> KCenter:
+        p = self.params
+        context.count_budget(self.name)
+        pipeline = GradientPipeline(p, context)
+        pipeline.check_examples(pool)
+        pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
+        rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
+        return KCenter(rows, metric=p.metric, weighted=p.weighted, memory_limit=p.memory_mb << 20)
