@@ -13,7 +13,7 @@ import numpy as np
 
 from selectkit.errors import ParamError
 from selectkit.features.scoring import RowSource
-from selectkit.solvers.rows import check_finite, iter_chunks
+from selectkit.solvers.rows import read_all
 
 if TYPE_CHECKING:
     import torch
@@ -39,10 +39,7 @@ class Similarity:
         n = rows.num_rows
         if n == 0:
             raise ParamError("facility location needs at least one feature row")
-        x = torch.empty((n, rows.dim), dtype=torch.float32)
-        for start, chunk in iter_chunks(rows, memory_limit):
-            x[start : start + len(chunk)] = torch.from_numpy(chunk)
-        check_finite(x.sum(dim=1, dtype=torch.float64).numpy(), "the feature sum")
+        x = torch.from_numpy(read_all(rows, memory_limit))
         self.metric = metric
         self.n = n
         if metric == "cosine":

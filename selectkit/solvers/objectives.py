@@ -273,17 +273,14 @@ class KCenter(Objective):
         memory_limit: int = CHUNK_MEMORY,
     ) -> None:
         from selectkit.solvers.kcenter import Distances
-        from selectkit.solvers.rows import as_rows, check_finite, iter_chunks
+        from selectkit.solvers.rows import as_rows, read_all
 
         if metric not in ("euclidean", "cosine"):
             raise ParamError(f"metric must be euclidean or cosine, not '{metric}'")
         source = as_rows(features)
         if source.num_rows == 0:
             raise ParamError("k-center needs at least one feature row")
-        rows = np.empty((source.num_rows, source.dim), dtype=np.float32)
-        for start, chunk in iter_chunks(source, memory_limit):
-            rows[start : start + len(chunk)] = chunk
-        check_finite(rows.sum(axis=1, dtype=np.float64), "the feature sum")
+        rows = read_all(source, memory_limit)
         if metric == "cosine":
             norms = np.linalg.norm(rows, axis=1, keepdims=True)
             rows = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)

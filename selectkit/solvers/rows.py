@@ -122,6 +122,16 @@ def check_finite(values: np.ndarray, what: str) -> np.ndarray:
     return values
 
 
+def read_all(rows: RowSource, memory_limit: int = DEFAULT_MEMORY) -> np.ndarray:
+    """Every row in memory as one float32 array, read a chunk at a time; a record whose row
+    holds NaN or Inf is named."""
+    out = np.empty((rows.num_rows, rows.dim), dtype=np.float32)
+    for start, chunk in iter_chunks(rows, memory_limit):
+        out[start : start + len(chunk)] = chunk
+    check_finite(out.sum(axis=1, dtype=np.float64), "the feature sum")
+    return out
+
+
 def row_mean(rows: RowSource, memory_limit: int = DEFAULT_MEMORY) -> np.ndarray:
     """The mean row (float64), streamed."""
     if rows.num_rows == 0:
