@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -98,15 +98,15 @@ class Ifd(Method):
                 loaded.model = model.unload()
         ifd[~has_instruction] = 1.0
         eligible = has_instruction & (ifd <= p.max_ifd)
-        ruled_out = "no instruction" if math.isinf(p.max_ifd) else f"IFD > {p.max_ifd:g}"
-        if not has_instruction.all() and not math.isinf(p.max_ifd):
-            ruled_out += " or no instruction"
-        return Scores(ifd, eligible=eligible, ruled_out=ruled_out)
+        reasons = [f"IFD > {p.max_ifd:g}"] if math.isfinite(p.max_ifd) else []
+        if not has_instruction.all():
+            reasons.append("no instruction")
+        return Scores(ifd, eligible=eligible, ruled_out=" or ".join(reasons))
 
 
 def ifd_scores(
-    model: object,
-    tokenizer: object,
+    model: Any,
+    tokenizer: Any,
     pool: Pool,
     max_length: int,
     batch_size: int = 16,
