@@ -71,7 +71,9 @@ def test_kcenter_from_the_command_line(gradient_params, tmp_path):
     pool_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "picked.jsonl"
     args = ["select", "-m", "kcenter", "--pool", str(pool_file), "-b", "5", "--out", str(out)]
-    args += [f"-p{key}={value}" for key, value in gradient_params.items()]
+    # Its own store: a warmup on this other pool must not join the session's shared one.
+    params = {**gradient_params, "cache_dir": str(tmp_path / "features")}
+    args += [f"-p{key}={value}" for key, value in params.items()]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "picked.manifest.json").read_text())
