@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,30 @@ import click
 from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
-from selectkit.commands.options import ErrorReportingGroup, load_options, pool_options
+from selectkit.commands.options import load_options, pool_options
+from selectkit.commands.plugins import methods_command, plugins_command
+from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.retrain import lds_command, retrain_command
 from selectkit.commands.train import evaluate_command, train_command
 from selectkit.commands.warmup import warmup_command
 from selectkit.host import Host, get_host
 
 
-@click.group(cls=ErrorReportingGroup)
+@click.group(cls=ReportingGroup)
 @click.version_option(__version__, prog_name="selectkit")
-def cli() -> None:
-    """Choose which examples to fine-tune an LLM on."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="SELECTKIT_DEBUG",
+    help="Show the traceback of an internal error (also SELECTKIT_DEBUG=1).",
+)
+def cli(debug: bool) -> None:
+    """Choose which examples to fine-tune an LLM on.
+
+    Exit status: 0 done; 2 bad input (the error line says what to change); 1 a bug (please
+    report it); 3 a check found problems (cache verify, plugins --strict); 128+N stopped by
+    signal N.
+    """
 
 
 @cli.command("select")
@@ -114,79 +126,6 @@ def _print_summary(selection, pool, written: list[Path]) -> None:
         click.echo(f"wrote {path}")
 
 
-@cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_command(as_json: bool) -> None:
-    """List loaded plugins, what each provides, and plugins that failed to load."""
-    host = get_host()
-    host.warm()
-    listing = plugin_listing(host)
-    if as_json:
-        click.echo(json.dumps(listing, indent=2))
-        return
-    width = max([28, *(len(p["name"]) for p in listing["plugins"])])
-    for plugin in listing["plugins"]:
-        origin = (
-            "built-in" if plugin["builtin"] else f"{plugin['distribution']} {plugin['version']}"
-        )
-        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(plugin["provides"].items()))
-        provides = provides or "hooks: " + ", ".join(plugin["hooks"])
-        click.echo(f"{plugin['name']:<{width}} {origin:<22} {provides}")
-    for failure in listing["failures"]:
-        click.echo(
-            f"FAILED {failure['name']} ({failure['distribution']} {failure['version']}) "
-            f"at {failure['stage']}: {failure['error']}",
-            err=True,
-        )
-
-
-def plugin_listing(host: Host) -> dict[str, Any]:
-    """Plugins with distribution, version and what they provide, plus failures."""
-    return {
-        "plugins": [
-            {
-                "name": info.name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "builtin": info.builtin,
-                "provides": {k: sorted(v) for k, v in info.provides.items()},
-                "hooks": sorted(
-                    caller.name for caller in host.pm.get_hookcallers(host.pm.get_plugin(info.name))
-                ),
-            }
-            for info in host.plugins.values()
-        ],
-        "failures": [vars(f) for f in host.failures],
-    }
-
-
-@cli.command("methods")
-@click.argument("name", required=False)
-def methods_command(name: str | None) -> None:
-    """List selection methods, or show one method's parameters."""
-    from selectkit.params import describe_params
-
-    host = get_host()
-    names = [name] if name else sorted(host.methods)
-    for method_name in names:
-        method_cls = host.method(method_name)
-        marks = [
-            mark
-            for mark, present in (
-                ("needs --target", method_cls.needs_target),
-                ("attribution", method_cls.attributes()),
-            )
-            if present
-        ]
-        suffix = f" ({', '.join(marks)})" if marks else ""
-        click.echo(f"{method_name}{suffix}: {method_cls.summary()}")
-        if name:
-            for row in describe_params(method_cls.Params):
-                click.echo(
-                    f"  {row['name']} ({row['type']}, default {row['default']}): {row['help']}"
-                )
-
-
 @cli.command("demo")
 @click.option("--out", "out_dir", default="selectkit-demo", show_default=True, type=click.Path())
 @click.option("--model", default="smollm2", show_default=True, help="Model for gradient methods.")
@@ -209,6 +148,8 @@ def demo_command(
     )
 
 
+cli.add_command(plugins_command)
+cli.add_command(methods_command)
 cli.add_command(warmup_command)
 cli.add_command(train_command)
 cli.add_command(evaluate_command)
@@ -228,5 +169,8 @@ def _register_plugin_commands(group: click.Group, host: Host) -> None:
 
 
 def main() -> None:
+    from selectkit import signals
+
+    signals.install()
     _register_plugin_commands(cli, get_host())
     cli()

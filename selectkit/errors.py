@@ -1,6 +1,19 @@
-"""Errors that tell the user what went wrong, where, and what to do about it."""
+"""Errors that tell the user what went wrong, where, and what to do about it.
+
+Every :class:`SelectkitError` is a problem with the request or its environment that the user
+can fix; the command line prints it as one ``error:`` line and exits with
+:data:`EXIT_BAD_INPUT`. Anything else that escapes a command is a bug
+(:data:`EXIT_INTERNAL`).
+"""
 
 from __future__ import annotations
+
+#: A bug in selectkit or in a plugin: the message says where, and how to report it.
+EXIT_INTERNAL = 1
+#: Bad input or an environment the command cannot work in (the message says what to change).
+EXIT_BAD_INPUT = 2
+#: A check ran and found problems (``selectkit cache verify``, ``selectkit plugins --strict``).
+EXIT_PROBLEMS = 3
 
 
 class SelectkitError(Exception):
@@ -47,6 +60,10 @@ class ParamError(SelectkitError):
 
 class PluginError(SelectkitError):
     """A plugin that could not be loaded or that broke the plugin contract."""
+
+
+class OutputError(SelectkitError):
+    """An output that cannot be written where asked, or that would overwrite an input."""
 
 
 class StoreError(SelectkitError):

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from selectkit.commands.options import ErrorReportingGroup
-from selectkit.errors import StoreError
+from selectkit.commands.reporting import ReportingGroup
+from selectkit.errors import EXIT_PROBLEMS, StoreError
 from selectkit.features.store import FeatureSet, FeatureStore, human_bytes
 
 
@@ -22,7 +22,7 @@ def _cache_dir_option(func):
     )(func)
 
 
-@click.group("cache", cls=ErrorReportingGroup)
+@click.group("cache", cls=ReportingGroup)
 def cache() -> None:
     """List, inspect, verify and remove stored feature sets."""
 
@@ -140,7 +140,7 @@ def verify_command(entry_ids: tuple[str, ...], cache_dir: Path | None) -> None:
         for problem in problems:
             click.echo(f"  - {problem}")
     if any(problems for _, problems in results):
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(EXIT_PROBLEMS)
 
 
 @cache.command("rm")

@@ -7,20 +7,6 @@ from typing import Any
 
 import click
 
-from selectkit.errors import SelectkitError
-
-
-class ErrorReportingGroup(click.Group):
-    """Turns selectkit's own errors into one clear line and exit status 2, without a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SelectkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
 _RECORD_OPTIONS = [
     click.option("--format", "format_", help="File format (default: from the file name)."),
     click.option("--shape", help="Record shape: alpaca, chat, prompt_completion, text."),

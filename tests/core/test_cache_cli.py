@@ -103,7 +103,7 @@ def test_verify_ok_then_a_flipped_byte(store, complete):
     data[200] ^= 0x40
     path.write_bytes(bytes(data))
     result = _run(store, "verify", complete.id[:5])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert f"{complete.id[:12]}  1 problem(s)" in result.output
     assert "rows-00000.npy: sha256 mismatch" in result.output
 
@@ -111,13 +111,13 @@ def test_verify_ok_then_a_flipped_byte(store, complete):
 def test_verify_all_reports_incomplete_and_broken(store, complete, partial):
     (store.root / ("e" * 64)).mkdir()
     result = _run(store, "verify")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert f"{complete.id[:12]}  OK" in result.output
     assert "incomplete: 4 of 6 rows pending" in result.output
     assert "e" * 64 + "  1 problem(s)" in result.output and "is broken" in result.output
     assert _run(store, "verify", complete.id).exit_code == 0
     broken = _run(store, "verify", "eeee")
-    assert broken.exit_code == 1 and "is broken" in broken.output
+    assert broken.exit_code == 3 and "is broken" in broken.output
 
 
 def test_rm_asks_first(store, complete, partial):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from selectkit.commands.options import ErrorReportingGroup
+from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command
 from selectkit.data.batching import pad_batch
 from selectkit.data.load import load_records_from_list
@@ -120,7 +120,7 @@ def test_cli_prints_the_mean_and_writes_per_example_losses(tiny, rows, target, t
     path = tmp_path / "target.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "losses" / "target.losses.jsonl"
-    group = ErrorReportingGroup(commands={"evaluate": evaluate_command})
+    group = ReportingGroup(commands={"evaluate": evaluate_command})
     result = CliRunner().invoke(
         group,
         ["evaluate", str(path), "--model", "tiny-llama", "--max-length", "96", "--group-by",

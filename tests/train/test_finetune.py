@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from selectkit.api import select
 from selectkit.cli import cli
-from selectkit.commands.options import ErrorReportingGroup
+from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command, read_selection_manifest, train_command
 from selectkit.data.batching import pad_batch
 from selectkit.data.load import load_records_from_list
@@ -315,7 +315,7 @@ def write_jsonl(path, rows):
 
 
 def invoke(*args):
-    group = ErrorReportingGroup(commands={"train": train_command, "evaluate": evaluate_command})
+    group = ReportingGroup(commands={"train": train_command, "evaluate": evaluate_command})
     return CliRunner().invoke(group, [str(a) for a in args])
 
 
