@@ -19,7 +19,8 @@ from selectkit.data.formats import LoadOptions
 from selectkit.data.load import load_pool
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
-from selectkit.output import atomic_writer, write_selection
+from selectkit.output import write_selection
+from selectkit.publish import atomic_writer
 from selectkit.selection import Selection
 
 TARGET_FAMILY = "units"

@@ -1,75 +1,112 @@
-"""Writing selections to disk: all files appear complete or not at all."""
+"""Writing a selection: its records, its manifest and its scores, published together."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 from selectkit.data.pool import Pool
+from selectkit.errors import OutputError
 from selectkit.manifest import jsonable
+from selectkit.publish import Publication
 from selectkit.selection import Selection
 
 
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, *, binary: bool = False) -> Iterator[IO]:
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mode, encoding = ("wb", None) if binary else ("w", "utf-8")
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def manifest_path(out: str | os.PathLike) -> Path:
+def manifest_path(out: str | os.PathLike[str]) -> Path:
     """``picked.jsonl`` -> ``picked.manifest.json``, beside it (only the last suffix goes)."""
     out = Path(out)
     return out.with_name(f"{out.stem}.manifest.json")
 
 
+def output_paths(
+    out: str | os.PathLike[str], scores_out: str | os.PathLike[str] | None = None
+) -> dict[str, Path | None]:
+    """Every file a selection writes, by how the user names it, for
+    :func:`selectkit.publish.check_paths`."""
+    return {
+        "--out": Path(out),
+        "its manifest": manifest_path(out),
+        "--scores-out": Path(scores_out) if scores_out is not None else None,
+    }
+
+
+class SelectionOutputs:
+    """The files of one selection, reserved before the selection is made and published
+    together by :meth:`write`: the records (``out``), the manifest beside them and, if asked,
+    one score line per pool record (``scores_out``). Reserving them first makes an unwritable
+    path fail before any work; leaving the ``with`` block without :meth:`write` (an error, a
+    signal) removes the reservations and leaves previous files untouched.
+    """
+
+    def __init__(
+        self, out: str | os.PathLike[str], scores_out: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.out = Path(out)
+        self.scores_out = Path(scores_out) if scores_out is not None else None
+        self._publication = Publication()
+        try:
+            self._records = self._publication.file(self.out)
+            self._scores = self._publication.file(self.scores_out) if self.scores_out else None
+            self._manifest = self._publication.file(manifest_path(self.out))
+        except BaseException:
+            self._publication.abort()
+            raise
+
+    def __enter__(self) -> SelectionOutputs:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self._publication.abort()  # no-op after write()
+
+    def write(self, selection: Selection, pool: Pool) -> list[Path]:
+        """Write the selection's files and publish them; returns their paths."""
+        with self._publication:
+            manifest = dict(selection.manifest)
+            manifest["outputs"] = {
+                "records": str(self.out),
+                "scores": str(self.scores_out) if self.scores_out else None,
+            }
+            with open(self._records, "w", encoding="utf-8") as handle:
+                for record in selection.records(pool):
+                    handle.write(_record_line(record) + "\n")
+            if self._scores is not None:
+                with open(self._scores, "w", encoding="utf-8") as handle:
+                    for index, (record, score) in enumerate(
+                        zip(pool, selection.scores.tolist(), strict=True)
+                    ):
+                        row = {"index": index, "id": record.id, "group": record.group}
+                        row["score"] = jsonable(score)
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            with open(self._manifest, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=2, ensure_ascii=False, allow_nan=False)
+                handle.write("\n")
+        return [path for path in (self.out, self.scores_out, manifest_path(self.out)) if path]
+
+
+def _record_line(record: Any) -> str:
+    """A record as it was read, as one JSON line; a value JSON cannot hold is an error
+    naming the record, never a line that JSON readers reject."""
+    try:
+        return json.dumps(record.raw, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        where = f"{record.source}:{record.line}" if record.source else f"record {record.line}"
+        raise OutputError(
+            f"{where} (id '{record.id}') holds a value JSON cannot represent ({exc}); convert it "
+            "in the input (e.g. NaN to null)"
+        ) from None
+
+
 def write_selection(
     selection: Selection,
     pool: Pool,
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     *,
-    scores_out: str | os.PathLike | None = None,
+    scores_out: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Write the selected records unchanged (JSONL, selection order), the manifest beside
-    them and, if asked, one score line per pool record. Returns the paths written.
-
-    Every file is written to a temporary name first and renamed only once all are complete,
-    so a failure leaves none of them behind.
-    """
-    records = selection.records(pool)
-    paths = [Path(out), *([Path(scores_out)] if scores_out is not None else [])]
-    paths.append(manifest_path(out))
-    manifest = dict(selection.manifest)
-    manifest["outputs"] = {"records": str(out), "scores": str(scores_out) if scores_out else None}
-    with contextlib.ExitStack() as stack:
-        # Entered in reverse so the renames run records first and the manifest last.
-        handles = [stack.enter_context(atomic_writer(path)) for path in reversed(paths)][::-1]
-        for record in records:
-            handles[0].write(json.dumps(record.raw, ensure_ascii=False) + "\n")
-        if scores_out is not None:
-            for index, (record, score) in enumerate(
-                zip(pool, selection.scores.tolist(), strict=True)
-            ):
-                row = {"index": index, "id": record.id, "group": record.group}
-                row["score"] = jsonable(score)
-                handles[1].write(json.dumps(row, ensure_ascii=False) + "\n")
-        json.dump(manifest, handles[-1], indent=2, ensure_ascii=False, allow_nan=False)
-        handles[-1].write("\n")
-    return paths
+    them and, if asked, one score line per pool record; all of them or none. Returns the
+    paths written."""
+    with SelectionOutputs(out, scores_out) as outputs:
+        return outputs.write(selection, pool)

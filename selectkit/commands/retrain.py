@@ -181,8 +181,8 @@ def lds_command(**kw: Any) -> None:
     """
     from selectkit.data.load import load_pool
     from selectkit.host import get_host
-    from selectkit.output import atomic_writer
     from selectkit.params import parse_assignments
+    from selectkit.publish import atomic_writer
     from selectkit.retraining import evaluate_lds, load_runs
 
     host = get_host()

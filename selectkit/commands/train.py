@@ -205,7 +205,7 @@ def evaluate_command(**kw: Any) -> None:
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
     from selectkit.models.lora import load_adapter
-    from selectkit.output import atomic_writer
+    from selectkit.publish import atomic_writer
     from selectkit.train.evaluate import target_loss
 
     target = load_pool(kw["target_path"], load_options(kw, kw["group_by"]))

@@ -41,7 +41,7 @@ from selectkit import __version__
 from selectkit.errors import StoreError
 from selectkit.features import locks, npyfiles
 from selectkit.manifest import jsonable
-from selectkit.output import atomic_writer
+from selectkit.publish import atomic_writer
 
 DTYPES = ("float16", "float32")
 FILE_BYTES = 1 << 30

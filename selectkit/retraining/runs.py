@@ -28,7 +28,7 @@ import numpy as np
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.features import locks
-from selectkit.output import atomic_writer
+from selectkit.publish import atomic_writer
 from selectkit.train.runs import claim_run_folder, write_manifest
 
 MANIFEST_NAME = "retrain.json"

@@ -19,7 +19,7 @@ from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec, attach_lora
-from selectkit.output import atomic_writer
+from selectkit.publish import atomic_writer
 
 
 def check_training_config(config: Any, owner: str, checks: list[tuple[bool, str]]) -> None:

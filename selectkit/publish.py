@@ -1,0 +1,409 @@
+"""Publishing outputs: all of them or none, never over an input, whatever stops the process.
+
+Every file selectkit writes is first written under a temporary name beside its final path
+(``.picked.jsonl.selectkit-<hex>.tmp``), synced, and renamed into place only when it is
+complete. A :class:`Publication` does this for a set of outputs at once (a selection's records,
+scores and manifest; a training run's adapter files): it creates the temporaries when the
+outputs are named, before any heavy work, so an unwritable path fails at once; then, when all
+are written, it records the renames in a journal and performs them with SIGINT, SIGTERM and
+SIGHUP held back (:func:`selectkit.signals.deferred`).
+
+A process that dies anyway (SIGKILL, a power cut) leaves only hidden ``.selectkit-`` files.
+Their writer holds an advisory lock on each of them for as long as it lives, so the next run
+knows a dead one's from a live one's: :func:`clear_stale` deletes dead temporaries and
+completes a dead writer's journal (its renames were decided: the journal is written only when
+every output is complete), so the outputs are then the complete new set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from selectkit.errors import OutputError
+from selectkit.signals import deferred
+
+_MARK = "selectkit-"
+_LEFTOVER = re.compile(rf"^\..+\.{_MARK}[0-9a-f]{{12}}\.(tmp|old|journal)$")
+_HINTS = {
+    errno.EACCES: "check the folder's permissions, or choose another path",
+    errno.EPERM: "check the folder's permissions, or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOSPC: "the disk is full: free some space, or choose another disk",
+    errno.EDQUOT: "the disk quota is exhausted: free some space, or choose another disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENAMETOOLONG: "shorten the path",
+}
+
+
+def _temp_name(final: Path, kind: str) -> Path:
+    return final.with_name(f".{final.name}.{_MARK}{secrets.token_hex(6)}.{kind}")
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor holding an exclusive lock on ``path`` (a file or a folder)."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _is_dead(path: Path) -> bool:
+    """Whether no live process holds the lock on ``path`` (it may have vanished meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Sync a written file, or every file and folder of a written folder."""
+    if path.is_dir():
+        for child in path.rglob("*"):
+            if child.is_file():
+                fd = os.open(child, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+            _fsync_dir(folder)
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def output_error(exc: OSError, final: Path, what: str = "write") -> OutputError:
+    """``exc``, raised while writing output ``final``, as a one-line :class:`OutputError`."""
+    hint = _HINTS.get(exc.errno, "check the path")
+    return OutputError(f"cannot {what} {final}: {exc.strerror or exc}; {hint}")
+
+
+class Publication:
+    """Outputs published together: all of them or none.
+
+    Name each output with :meth:`file` (a file to write) or :meth:`into` (a folder whose
+    named entries are replaced); write them; :meth:`commit`. Used as a context manager it
+    commits when the body succeeds and otherwise removes every temporary, leaving the previous
+    outputs as they were::
+
+        with Publication() as outputs:
+            records = outputs.file("picked.jsonl")
+            manifest = outputs.file("picked.manifest.json")
+            ... heavy work ...
+            records.write_text(...)
+            manifest.write_text(...)
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []  # (temporary, final)
+        self._locks: list[int] = []
+        self._staging: list[Path] = []
+        self._done = False
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if kind is None:
+            self.commit()
+            return
+        self.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, (BlockingIOError, InterruptedError)):
+            final = self._final_of(exc.filename)
+            if final is not None:
+                raise output_error(exc, final) from exc
+
+    def _final_of(self, filename: Any) -> Path | None:
+        """The output a temporary (or a file inside a staged folder) stands for."""
+        if filename is None:
+            return None
+        path = Path(os.fsdecode(filename))
+        for temp, final in self._moves:
+            if path == temp or temp in path.parents:
+                return final
+        for staging in self._staging:
+            if path == staging or staging in path.parents:
+                return staging
+        return None
+
+    def file(self, path: str | os.PathLike[str]) -> Path:
+        """A temporary file beside output ``path``, created now (empty, with the umask's
+        mode), that becomes ``path`` at commit. Creating it now makes an unwritable path fail
+        before any work."""
+        final = Path(path)
+        if final.is_dir():
+            raise OutputError(f"output {final} is a folder; give a file name")
+        self._prepare(final)
+        temp = _temp_name(final, "tmp")
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise output_error(exc, final) from exc
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._locks.append(fd)
+        self._moves.append((temp, final))
+        return temp
+
+    @contextlib.contextmanager
+    def open(self, path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[Any]]:
+        """:meth:`file` opened for writing (text in UTF-8, or ``binary``)."""
+        temp = self.file(path)
+        mode, encoding = ("wb", None) if binary else ("w", "utf-8")
+        with open(temp, mode, encoding=encoding) as handle:
+            yield handle
+
+    def into(self, folder: str | os.PathLike[str]) -> Path:
+        """A staging folder for output folder ``folder``: at commit every top-level entry of
+        the staging folder replaces the entry of the same name in ``folder`` (created if
+        absent); the folder's other entries are kept."""
+        final = Path(folder)
+        if final.exists() and not final.is_dir():
+            raise OutputError(f"output folder {final} is a file; give a folder")
+        self._prepare(final)
+        staging = _temp_name(final, "tmp")
+        try:
+            staging.mkdir(0o777)
+        except OSError as exc:
+            raise output_error(exc, final, "create") from exc
+        self._locks.append(_lock(staging))
+        self._staging.append(staging)
+        self._moves.append((staging, final))
+        return staging
+
+    def _prepare(self, final: Path) -> None:
+        if self._done:
+            raise RuntimeError("this publication is finished")
+        if not final.name:
+            raise OutputError("an output path is empty; give a file name")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(exc, final.parent, "create the folder of") from exc
+        clear_stale(final.parent)
+
+    def commit(self) -> list[Path]:
+        """Sync every output, then put them all in place; returns the final paths."""
+        if self._done:
+            raise RuntimeError("this publication is finished")
+        moves = self._expand()
+        try:
+            for temp, _ in moves:
+                _fsync_tree(temp)
+            with deferred():
+                journal = self._write_journal(moves) if len(moves) > 1 else None
+                _apply(moves)
+                for folder in {final.parent for _, final in moves}:
+                    _fsync_dir(folder)
+                if journal is not None:
+                    journal.unlink()
+        except OSError as exc:
+            self.abort()
+            final = self._final_of(exc.filename) or (moves[0][1] if moves else Path("."))
+            raise output_error(exc, final) from exc
+        self._finish()
+        return [final for _, final in self._moves]
+
+    def _expand(self) -> list[tuple[Path, Path]]:
+        """Staged folders become one move per entry; files stay one move each."""
+        moves = []
+        for temp, final in self._moves:
+            if temp in self._staging:
+                final.mkdir(parents=True, exist_ok=True)
+                moves += [(child, final / child.name) for child in sorted(temp.iterdir())]
+            else:
+                moves.append((temp, final))
+        return moves
+
+    def _write_journal(self, moves: list[tuple[Path, Path]]) -> Path:
+        final = moves[0][1]
+        journal = _temp_name(final, "journal")
+        temp = _temp_name(final, "tmp")
+        entries = [[str(a.absolute()), str(b.absolute())] for a, b in moves]
+        with open(temp, "x", encoding="utf-8") as handle:
+            json.dump({"moves": entries}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._locks.append(_lock(temp))
+        os.rename(temp, journal)
+        _fsync_dir(journal.parent)
+        return journal
+
+    def abort(self) -> None:
+        """Remove every temporary; the outputs stay as they were."""
+        if self._done:
+            return
+        for temp, _ in self._moves:
+            _remove(temp)
+        self._finish()
+
+    def _finish(self) -> None:
+        for staging in self._staging:
+            _remove(staging)
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
+        self._done = True
+
+
+def _apply(moves: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each temporary over its final path; a folder replacing a folder moves the old
+    one aside first (a rename cannot replace a non-empty folder) and deletes it after."""
+    for temp, final in moves:
+        if not temp.exists() and not temp.is_symlink():
+            continue  # already moved: a journal being completed a second time
+        old = None
+        if temp.is_dir() and final.is_dir() and not final.is_symlink():
+            old = _temp_name(final, "old")
+            os.rename(final, old)
+        os.replace(temp, final)
+        if old is not None:
+            _remove(old)
+
+
+def write_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Publish one file with ``data`` as its whole content."""
+    with Publication() as outputs:
+        temp = outputs.file(path)
+        if isinstance(data, str):
+            temp.write_text(data, encoding="utf-8")
+        else:
+            temp.write_bytes(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Write one file through a temporary beside it, renamed into place only if the ``with``
+    body succeeds."""
+    with Publication() as outputs, outputs.open(path, binary=binary) as handle:
+        yield handle
+
+
+def clear_stale(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what dead writers left in ``folder``: complete their journals (rename the
+    outputs they had finished into place), delete their temporaries. Leftovers of live
+    writers are not touched. Returns what was cleared."""
+    root = Path(folder)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    leftovers = [root / name for name in names if _LEFTOVER.match(name)]
+    cleared = []
+    for journal in (p for p in leftovers if p.name.endswith(".journal")):
+        if _is_dead(journal):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                moves = json.loads(journal.read_text(encoding="utf-8"))["moves"]
+                _apply((Path(a), Path(b)) for a, b in moves)
+                journal.unlink()
+                cleared.append(journal)
+    for path in leftovers:
+        if path.name.endswith(".journal") or path in cleared:
+            continue
+        if path.exists() and _is_dead(path):
+            _remove(path)
+            cleared.append(path)
+    return cleared
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """Where ``path`` really is: its resolved path (symlinks followed, also for a file that
+    does not exist yet) and, for an existing file, its device and inode (hard links)."""
+    resolved = path.expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return resolved, None
+    return resolved, (stat.st_dev, stat.st_ino)
+
+
+def check_paths(
+    *,
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+    files: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    folders: Mapping[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """Refuse, before any work, an output that would overwrite or write into an input, and two
+    outputs that are one path. Keys say how the user gave each path (``--out``, ``pool``);
+    ``None`` values are left out.
+
+    Inputs are files or folders (a saved dataset, a checkpoint): nothing may be written inside
+    an input folder, since a file added there changes what it holds, and an output folder may
+    not hold an input.
+    """
+    outputs = [
+        (label, Path(path), kind)
+        for kind, given in (("file", files), ("folder", folders))
+        for label, path in (given or {}).items()
+        if path is not None
+    ]
+    seen: dict[Any, str] = {}
+    for label, path, _ in outputs:
+        if not str(path).strip():
+            raise OutputError(f"{label} is empty; give a path")
+        resolved, inode = _identity(path)
+        for key in (resolved, inode):
+            if key is not None and key in seen:
+                raise OutputError(
+                    f"{label} ({path}) and {seen[key]} are the same path; give each output its own"
+                )
+        seen.update({key: f"{label} ({path})" for key in (resolved, inode) if key is not None})
+    for in_label, raw in inputs.items():
+        if raw is None:
+            continue
+        source, source_inode = _identity(Path(raw))
+        for label, path, kind in outputs:
+            resolved, inode = _identity(path)
+            if resolved == source or (inode is not None and inode == source_inode):
+                raise OutputError(
+                    f"{label} ({path}) is the input {in_label} ({raw}); writing it would destroy "
+                    "the input: choose another output path"
+                )
+            if source.is_dir() and source in resolved.parents:
+                raise OutputError(
+                    f"{label} ({path}) is inside the input {in_label} ({raw}); writing there "
+                    "would change the input: choose a path outside it"
+                )
+            if kind == "folder" and resolved in source.parents:
+                raise OutputError(
+                    f"the input {in_label} ({raw}) is inside the output folder {label} ({path}); "
+                    "keep inputs out of output folders"
+                )
