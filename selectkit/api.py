@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 
 from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
+from selectkit.errors import BudgetError, ParamError, PluginError
 from selectkit.host import Host, get_host
-from selectkit.manifest import build_manifest
+from selectkit.manifest import _plugin_of, build_manifest
 from selectkit.methods import Context, Method
 from selectkit.params import build_params
+from selectkit.seeds import check_seed
 from selectkit.selection import Selection
-from selectkit.solvers.budget import Budget, Constraints, resolve, rule_out
+from selectkit.solvers.budget import Budget, Constraints, Problem, resolve, rule_out
 from selectkit.solvers.dispatch import solve
-from selectkit.solvers.objectives import Weights
+from selectkit.solvers.objectives import Objective, Weights
 
 
 def select(
@@ -33,16 +34,22 @@ def select(
     solver_params: Mapping[str, Any] | None = None,
     n_jobs: int = 0,
     progress: bool = False,
+    allow_empty: bool = False,
     host: Host | None = None,
 ) -> Selection:
     """Select records of ``pool`` with ``method`` under ``budget`` and ``constraints``.
 
     ``method`` is a registered name (``"dsir"``) or a configured Method instance; ``params``
     are that method's parameters (strings are converted to their declared types). The budget,
-    quotas, target and parameters are all checked before the method does any work.
+    quotas, target, seed and parameters are all checked before the method does any work. A
+    selection of no records is an error (it is never what a training run wants) unless
+    ``allow_empty``.
     """
     host = host or get_host()
     started = time.perf_counter()
+    seed = check_seed(seed)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 0:
+        raise ParamError(f"n_jobs must be 0 (every core) or a positive number, not {n_jobs!r}")
     method_obj = _method(host, method, params)
     budget = Budget.parse(budget)
     constraints = constraints or Constraints()
@@ -70,12 +77,11 @@ def select(
         progress=progress,
         budget_records=problem.limit if problem.unit != "tokens" else None,
     )
+    if not allow_empty and problem.unit == "tokens":
+        _check_fits_one(problem, budget, pool.cost_unit)
     checked = time.perf_counter()
     objective = method_obj.objective(pool, target, context)
-    if len(objective) != len(pool):
-        raise ParamError(
-            f"method '{method_obj.name}' returned {len(objective)} values for a pool of {len(pool)}"
-        )
+    _check_objective(method_obj, objective, len(pool), host)
     if objective.eligible is not None:
         why = f"method '{method_obj.name}'" + (
             f" ({objective.ruled_out})" if objective.ruled_out else ""
@@ -86,6 +92,12 @@ def select(
     solved = time.perf_counter()
 
     indices = np.asarray(solution.indices, dtype=np.int64)
+    if len(indices) == 0 and not allow_empty:
+        raise BudgetError(
+            f"the selection is empty: {solution.solver} chose no record under budget {budget} "
+            f"({solution.status}); nothing was written. A token budget leaves out records whose "
+            "score is not positive; raise the budget, or allow an empty selection (--allow-empty)"
+        )
     weights = solution.weights
     group_weights = objective.group_weights if isinstance(objective, Weights) else None
     if weights is None and isinstance(objective, Weights) and group_weights is None:
@@ -115,6 +127,43 @@ def select(
         timings=timings,
     )
     return Selection(indices, ids, objective.values, weights, solution, manifest, group_weights)
+
+
+def _check_fits_one(problem: Problem, budget: Budget, unit: str) -> None:
+    """A token budget below every selectable record's cost can only select nothing: say so
+    before the method runs."""
+    selectable = problem.costs[~problem.excluded]
+    if len(selectable) and int(selectable.min()) > problem.limit:
+        raise BudgetError(
+            f"budget {budget} is smaller than every record (the cheapest costs "
+            f"{int(selectable.min())} {unit}), so nothing could be selected; raise the budget "
+            "(or allow an empty selection: --allow-empty)"
+        )
+
+
+def _check_objective(method: Method, objective: Any, size: int, host: Host) -> None:
+    """A method must return one :class:`Objective` value per pool record; anything else is a
+    bug of its plugin, named as such."""
+    if not isinstance(objective, Objective):
+        raise PluginError(
+            f"method '{method.name}' ({_provider(host, method.name)}) returned "
+            f"{type(objective).__name__} from objective(), not an Objective (Scores, LogWeights, "
+            "Weights, ...); this is a bug in that plugin: report it to its authors"
+        )
+    if len(objective) != size:
+        raise PluginError(
+            f"method '{method.name}' ({_provider(host, method.name)}) returned {len(objective)} "
+            f"values for a pool of {size}; this is a bug in that plugin: report it to its authors"
+        )
+
+
+def _provider(host: Host, method_name: str) -> str:
+    """Which plugin and distribution provide a method, for error messages."""
+    plugin = _plugin_of(host, method_name)
+    if plugin is None:
+        return "an in-process plugin"
+    dist = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else "local"
+    return f"plugin '{plugin['name']}' from {dist}"
 
 
 def _method(host: Host, method: str | Method, params: Mapping[str, Any] | None) -> Method:

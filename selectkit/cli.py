@@ -11,13 +11,14 @@ import click
 from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
-from selectkit.commands.options import load_options, pool_options
+from selectkit.commands.options import POSITIVE, SEED, input_paths, load_options, pool_options
 from selectkit.commands.plugins import methods_command, plugins_command
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.retrain import lds_command, retrain_command
 from selectkit.commands.train import evaluate_command, train_command
 from selectkit.commands.warmup import warmup_command
 from selectkit.host import Host, get_host
+from selectkit.terminal import echo
 
 
 @click.group(cls=ReportingGroup)
@@ -49,18 +50,33 @@ def cli(debug: bool) -> None:
 @click.option("--param", "-p", multiple=True, metavar="KEY=VALUE", help="Method parameter.")
 @click.option("--solver", help="Solver name (default: the first that fits the objective).")
 @click.option("--solver-param", multiple=True, metavar="KEY=VALUE", help="Solver parameter.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for every random step.")
-@click.option("--jobs", "-j", default=0, show_default=True, type=int, help="Processes; 0 = all.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the selection.")
+@click.option(
+    "--jobs",
+    "-j",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Processes; 0 = all.",
+)
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
 @click.option("--scores-out", type=click.Path(dir_okay=False), help="Per-record scores JSONL.")
+@click.option(
+    "--allow-empty", is_flag=True, help="Write an empty selection instead of failing on one."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
 @pool_options
 def select_command(**kw: Any) -> None:
-    """Select a budgeted subset of a pool and write it, with its manifest, to --out."""
+    """Select a budgeted subset of a pool and write it, with its manifest, to --out.
+
+    The records, the manifest and the scores are published together when the selection is
+    complete; until then (and if anything fails) the previous files are left as they were.
+    """
     from selectkit.api import select
     from selectkit.data.load import load_pool
-    from selectkit.output import write_selection
+    from selectkit.output import SelectionOutputs, output_paths
     from selectkit.params import build_params, parse_assignments
+    from selectkit.publish import check_paths
     from selectkit.solvers.budget import Budget, Constraints
 
     host = get_host()
@@ -69,68 +85,75 @@ def select_command(**kw: Any) -> None:
     if kw["quota"] and not kw["group_by"]:
         raise click.UsageError("--quota needs --group-by FIELD to know each record's group")
     method_cls = host.method(kw["method"])
-    method = method_cls(
-        build_params(method_cls.Params, parse_assignments(kw["param"]), f"method '{kw['method']}'")
-    )
+    params = parse_assignments(kw["param"])
+    method = method_cls(build_params(method_cls.Params, params, f"method '{kw['method']}'"))
     if method.needs_target and not kw["target_path"]:
         raise click.UsageError(f"method '{method.name}' needs --target FILE")
+    solver_params = parse_assignments(kw["solver_param"])
     if kw["solver"]:
         host.solver(kw["solver"])
-    options = load_options(kw, kw["group_by"])
-    pool = load_pool(kw["pool_path"], options, host=host)
-    target = None
-    if kw["target_path"]:
-        target = load_pool(kw["target_path"], load_options(kw, None), host=host)
-    _report_skipped(kw["pool_path"], pool, kw["quiet"])
-    if target is not None:
-        _report_skipped(kw["target_path"], target, kw["quiet"])
-    selection = select(
-        pool,
-        method,
-        budget,
-        target=target,
-        constraints=constraints,
-        seed=kw["seed"],
-        solver=kw["solver"],
-        solver_params=parse_assignments(kw["solver_param"]),
-        n_jobs=kw["jobs"],
-        progress=not kw["quiet"],
-        host=host,
-    )
-    selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
-    written = write_selection(selection, pool, kw["out"], scores_out=kw["scores_out"])
+    given = {"--pool": kw["pool_path"], "--target": kw["target_path"]}
+    inputs = input_paths(given, {**params, **solver_params})
+    check_paths(inputs=inputs, files=output_paths(kw["out"], kw["scores_out"]))
+    with SelectionOutputs(kw["out"], kw["scores_out"]) as outputs:
+        options = load_options(kw, kw["group_by"])
+        pool = load_pool(kw["pool_path"], options, host=host)
+        target = None
+        if kw["target_path"]:
+            target = load_pool(kw["target_path"], load_options(kw, None), host=host)
+        _report_skipped(kw["pool_path"], pool, kw["quiet"])
+        if target is not None:
+            _report_skipped(kw["target_path"], target, kw["quiet"])
+        selection = select(
+            pool,
+            method,
+            budget,
+            target=target,
+            constraints=constraints,
+            seed=kw["seed"],
+            solver=kw["solver"],
+            solver_params=solver_params,
+            n_jobs=kw["jobs"],
+            progress=not kw["quiet"],
+            allow_empty=kw["allow_empty"],
+            host=host,
+        )
+        selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
+        written = outputs.write(selection, pool)
     if not kw["quiet"]:
         _print_summary(selection, pool, written)
 
 
 def _report_skipped(path: str, pool, quiet: bool) -> None:
     if pool.skipped and not quiet:
-        click.echo(f"{path}: skipped {len(pool.skipped)} bad record(s); first: {pool.skipped[0]}")
+        echo(f"{path}: skipped {len(pool.skipped)} bad record(s); first: {pool.skipped[0]}")
 
 
 def _print_summary(selection, pool, written: list[Path]) -> None:
     sol = selection.solution
     unit = pool.cost_unit
     cost = selection.manifest["selection"]["cost"]
-    click.echo(
+    echo(
         f"selected {len(selection)} of {len(pool)} records ({cost} {unit}) "
         f"with {selection.manifest['method']['name']} / solver {sol.solver} ({sol.status})"
     )
     if sol.gap is not None:
-        click.echo(f"objective {sol.objective:.6g}, bound {sol.bound:.6g}, gap {sol.gap:.3%}")
+        echo(f"objective {sol.objective:.6g}, bound {sol.bound:.6g}, gap {sol.gap:.3%}")
     shares = selection.group_shares(pool)
     if any(group is not None for group in shares):
         top = ", ".join(f"{g}: {s:.1%}" for g, s in list(shares.items())[:8])
-        click.echo(f"groups: {top}")
+        echo(f"groups: {top}")
     for path in written:
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
 
 
 @cli.command("demo")
 @click.option("--out", "out_dir", default="selectkit-demo", show_default=True, type=click.Path())
 @click.option("--model", default="smollm2", show_default=True, help="Model for gradient methods.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--per-family", default=20, show_default=True, type=int, help="Pool records each.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option(
+    "--per-family", default=20, show_default=True, type=POSITIVE, help="Pool records each."
+)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
 def demo_command(
     out_dir: str, model: str, seed: int, per_family: int, cache_dir: str | None

@@ -16,11 +16,11 @@ import numpy as np
 
 from selectkit.api import select
 from selectkit.data.formats import LoadOptions
-from selectkit.data.load import load_pool
+from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
-from selectkit.output import write_selection
-from selectkit.publish import atomic_writer
+from selectkit.output import SelectionOutputs
+from selectkit.publish import Publication, check_paths
 from selectkit.selection import Selection
 
 TARGET_FAMILY = "units"
@@ -48,62 +48,71 @@ def run_demo(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Selection]:
-    """Write a pool and a target, select from the pool with each method, report and plot."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write a pool and a target, select from the pool with each method, report and plot.
+
+    Everything the demo writes into ``out_dir`` is published together at the end: a demo
+    stopped part-way leaves the previous run's files as they were."""
+    check_paths(inputs={}, folders={"--out": out_dir})
     pool_rows = make_records(per_family, seed=seed)
     target_rows = make_records(
         target_size, seed=seed, families=[TARGET_FAMILY], id_prefix="target", avoid=pool_rows
     )
-    pool_file, target_file = out_dir / "pool.jsonl", out_dir / "target.jsonl"
-    _write_jsonl(pool_file, pool_rows)
-    _write_jsonl(target_file, target_rows)
-    pool = load_pool(pool_file, LoadOptions(group_field="family"))
-    target = load_pool(target_file, LoadOptions(group_field="family"))
-    gradient_params = {
-        "model": model,
-        "max_length": 256,
-        "warmup_fraction": 0.1,
-        "warmup_epochs": 1,
-        "cache_dir": cache_dir or "",
-    }
-    echo(
-        f"pool: {len(pool)} records in {len(set(pool.groups))} task families; "
-        f"target: {len(target)} '{TARGET_FAMILY}' examples; budget {budget}; "
-        f"gradient methods on {model} (first run: warmup and extraction, then cached)"
-    )
-    random_share = pool.groups.count(TARGET_FAMILY) / len(pool)
-    echo(f"{'method':<12}{'target share':>14}{'vs random':>11}{'selected':>16}{'time':>9}")
-    results: dict[str, Selection] = {}
-    for name in methods:
-        params = gradient_params if name in GRADIENT_METHODS else {}
-        if name == "dsir":
-            params = {"sample": "false"}
-        started = time.perf_counter()
-        selection = select(
-            pool, name, budget, target=target, params=params, seed=seed, progress=progress
-        )
-        elapsed = time.perf_counter() - started
-        share = selection.group_shares(pool).get(TARGET_FAMILY, 0.0)
-        cost = selection.manifest["selection"]["cost"]
+    pool = load_records_from_list(pool_rows, LoadOptions(group_field="family"))
+    target = load_records_from_list(target_rows, LoadOptions(group_field="family"))
+    with Publication() as outputs:
+        _write_jsonl(outputs.file(out_dir / "pool.jsonl"), pool_rows)
+        _write_jsonl(outputs.file(out_dir / "target.jsonl"), target_rows)
+        files = {
+            name: SelectionOutputs(out_dir / f"{name}.jsonl", publication=outputs)
+            for name in methods
+        }
+        plot = out_dir / "scores_by_family.png"
+        plot_file = outputs.file(plot)
+        gradient_params = {
+            "model": model,
+            "max_length": 256,
+            "warmup_fraction": 0.1,
+            "warmup_epochs": 1,
+            "cache_dir": cache_dir or "",
+        }
         echo(
-            f"{name:<12}{share:>13.1%}{share / random_share:>10.1f}x"
-            f"{cost:>10,} {pool.cost_unit:<5}{elapsed:>8.1f}s"
+            f"pool: {len(pool)} records in {len(set(pool.groups))} task families; "
+            f"target: {len(target)} '{TARGET_FAMILY}' examples; budget {budget}; "
+            f"gradient methods on {model} (first run: warmup and extraction, then cached)"
         )
-        write_selection(selection, pool, out_dir / f"{name}.jsonl")
-        results[name] = selection
-    plotted = {name: results[name] for name in PLOTTED if name in results}
-    plot = _plot_scores(plotted, pool, out_dir / "scores_by_family.png")
+        random_share = pool.groups.count(TARGET_FAMILY) / len(pool)
+        echo(f"{'method':<12}{'target share':>14}{'vs random':>11}{'selected':>16}{'time':>9}")
+        results: dict[str, Selection] = {}
+        for name in methods:
+            params = gradient_params if name in GRADIENT_METHODS else {}
+            if name == "dsir":
+                params = {"sample": "false"}
+            started = time.perf_counter()
+            selection = select(
+                pool, name, budget, target=target, params=params, seed=seed, progress=progress
+            )
+            elapsed = time.perf_counter() - started
+            share = selection.group_shares(pool).get(TARGET_FAMILY, 0.0)
+            cost = selection.manifest["selection"]["cost"]
+            echo(
+                f"{name:<12}{share:>13.1%}{share / random_share:>10.1f}x"
+                f"{cost:>10,} {pool.cost_unit:<5}{elapsed:>8.1f}s"
+            )
+            files[name].write(selection, pool)
+            results[name] = selection
+        plotted = {name: results[name] for name in PLOTTED if name in results}
+        _plot_scores(plotted, pool, plot_file)
     echo(f"wrote the selections and their manifests to {out_dir}/, the score plot to {plot}")
     return results
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_writer(path) as handle:
+    with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
 
 
-def _plot_scores(selections: dict[str, Selection], pool: Pool, path: Path) -> Path:
+def _plot_scores(selections: dict[str, Selection], pool: Pool, path: Path) -> None:
     """For each method, one box per family of its scores, the target family highlighted."""
     import matplotlib
 
@@ -128,7 +137,5 @@ def _plot_scores(selections: dict[str, Selection], pool: Pool, path: Path) -> Pa
         ax.set_xlabel(SCORE_LABELS.get(name, "score"))
         ax.set_title(f"{name} (target: {TARGET_FAMILY})")
     fig.tight_layout()
-    with atomic_writer(path, binary=True) as handle:
-        fig.savefig(handle, format="png", dpi=110)
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
-    return path

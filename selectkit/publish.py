@@ -146,10 +146,16 @@ class Publication:
             self.commit()
             return
         self.abort()
-        if isinstance(exc, OSError) and not isinstance(exc, (BlockingIOError, InterruptedError)):
-            final = self._final_of(exc.filename)
-            if final is not None:
-                raise output_error(exc, final) from exc
+        if isinstance(exc, OSError):
+            explained = self.explain(exc)
+            if explained is not None:
+                raise explained from exc
+
+    def explain(self, exc: OSError) -> OutputError | None:
+        """An error met while writing one of this publication's temporaries, as an
+        :class:`OutputError` naming the output it stands for (``None`` for other errors)."""
+        final = self._final_of(exc.filename)
+        return output_error(exc, final) if final is not None else None
 
     def _final_of(self, filename: Any) -> Path | None:
         """The output a temporary (or a file inside a staged folder) stands for."""
@@ -213,6 +219,9 @@ class Publication:
             raise RuntimeError("this publication is finished")
         if not final.name:
             raise OutputError("an output path is empty; give a file name")
+        for folder in final.parents:
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(f"cannot write {final}: {folder} is a file, not a folder")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -298,6 +307,28 @@ def _apply(moves: Iterable[tuple[Path, Path]]) -> None:
             _remove(old)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of this module's temporaries, journals or set-aside folders
+    (a writer's work in progress, not an output)."""
+    return bool(_LEFTOVER.match(name))
+
+
+def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> None:
+    """Fail now, with an :class:`OutputError` that says why, if output ``path`` (a file, or
+    with ``folder`` a folder to fill) could not be published; leaves nothing behind but the
+    output's parent folders. For commands that load a model before they write."""
+    probe = Publication()
+    try:
+        if folder:
+            probe.into(path)
+            if Path(path).is_dir():
+                probe.file(Path(path) / ".write-check")
+        else:
+            probe.file(path)
+    finally:
+        probe.abort()
+
+
 def write_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
     """Publish one file with ``data`` as its whole content."""
     with Publication() as outputs:
@@ -365,20 +396,19 @@ def check_paths(
     outputs that are one path. Keys say how the user gave each path (``--out``, ``pool``);
     ``None`` values are left out.
 
-    Inputs are files or folders (a saved dataset, a checkpoint): nothing may be written inside
-    an input folder, since a file added there changes what it holds, and an output folder may
-    not hold an input.
+    Inputs are files or folders (a saved dataset, a checkpoint); values that name nothing on
+    disk (a model name) are left out. Nothing may be written inside an input folder, since a
+    file added there changes what it holds, and an output folder may not hold an input.
     """
-    outputs = [
-        (label, Path(path), kind)
-        for kind, given in (("file", files), ("folder", folders))
-        for label, path in (given or {}).items()
-        if path is not None
-    ]
+    outputs = []
+    for kind, given in (("file", files), ("folder", folders)):
+        for label, path in (given or {}).items():
+            if path is not None and not os.fspath(path).strip():
+                raise OutputError(f"{label} is empty; give a path")
+            if path is not None:
+                outputs.append((label, Path(path), kind))
     seen: dict[Any, str] = {}
     for label, path, _ in outputs:
-        if not str(path).strip():
-            raise OutputError(f"{label} is empty; give a path")
         resolved, inode = _identity(path)
         for key in (resolved, inode):
             if key is not None and key in seen:
@@ -387,8 +417,8 @@ def check_paths(
                 )
         seen.update({key: f"{label} ({path})" for key in (resolved, inode) if key is not None})
     for in_label, raw in inputs.items():
-        if raw is None:
-            continue
+        if raw is None or not Path(raw).expanduser().exists():
+            continue  # not a path (a model name, say): nothing on disk to protect
         source, source_inode = _identity(Path(raw))
         for label, path, kind in outputs:
             resolved, inode = _identity(path)

@@ -41,3 +41,10 @@ def printable_json(value: Any, **kwargs: Any) -> str:
     which JSON readers decode back to the same string."""
     text = json.dumps(value, ensure_ascii=False, **kwargs)
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def echo(text: Any, *, err: bool = False) -> None:
+    """Print one line of text that may hold untrusted parts, escaped (:func:`printable`)."""
+    import click
+
+    click.echo(printable(text), err=err)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+
+from selectkit.seeds import SEED_MAX
 
 _RECORD_OPTIONS = [
     click.option("--format", "format_", help="File format (default: from the file name)."),
@@ -56,6 +59,27 @@ _LORA_OPTIONS = [
         help="Module names for a new LoRA, or all-linear.",
     ),
 ]
+
+
+#: A seed option's type: the range every random stream accepts (selectkit.seeds).
+SEED = click.IntRange(0, SEED_MAX)
+#: Counts that must be at least one (batch sizes, epochs, models, dimensions).
+POSITIVE = click.IntRange(min=1)
+
+
+def input_paths(
+    paths: dict[str, str | None], params: dict[str, str] | None = None
+) -> dict[str, str | None]:
+    """The command's input files and folders by how the user named them, for
+    :func:`selectkit.publish.check_paths`: ``paths`` as given, plus every ``-p key=value``
+    whose value (or one of its comma-separated parts) names an existing file or folder, such
+    as ``checkpoints=warmup/`` or ``runs=runs-fit/``."""
+    found = dict(paths)
+    for key, value in (params or {}).items():
+        for part in value.split(","):
+            if part.strip() and Path(part.strip()).expanduser().exists():
+                found[f"-p {key}={part.strip()}"] = part.strip()
+    return found
 
 
 def _apply(options: list[Callable[[Any], Any]], func: Any) -> Any:

@@ -10,6 +10,9 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
+    POSITIVE,
+    SEED,
+    input_paths,
     load_options,
     lora_options,
     model_load_options,
@@ -18,6 +21,8 @@ from selectkit.commands.options import (
 )
 from selectkit.commands.train import finetune_config, finetune_options
 from selectkit.errors import ParamError
+from selectkit.manifest import jsonable
+from selectkit.terminal import echo
 
 
 @click.command("retrain")
@@ -37,7 +42,7 @@ from selectkit.errors import ParamError
     type=click.Path(file_okay=False),
     help="Run folder: retrain.json, masks.npy, models/.",
 )
-@click.option("--models", default=64, show_default=True, type=int, help="Models to train.")
+@click.option("--models", default=64, show_default=True, type=POSITIVE, help="Models to train.")
 @click.option(
     "--fraction",
     default=0.5,
@@ -45,12 +50,12 @@ from selectkit.errors import ParamError
     type=float,
     help="Share of POOL in each model's random subset.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subsets.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the subsets.")
 @click.option(
     "--train-seed",
     default=0,
     show_default=True,
-    type=int,
+    type=SEED,
     help="LoRA init, data order and dropout of every model.",
 )
 @click.option(
@@ -81,8 +86,11 @@ def retrain_command(**kw: Any) -> None:
     from selectkit.data.load import load_pool
     from selectkit.features.featurize import parse_shard
     from selectkit.models.loading import load_model
+    from selectkit.publish import check_paths, check_writable
     from selectkit.retraining import RetrainConfig, retrain
 
+    inputs = {"POOL": kw["pool_path"], "--target": kw["target_path"], "--model": kw["model"]}
+    check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
     shard = parse_shard(kw["shard"])
     config = RetrainConfig(
         models=kw["models"],
@@ -92,6 +100,7 @@ def retrain_command(**kw: Any) -> None:
         vary_seed=kw["vary_seed"],
     )
     records = {**kw, "tokenizer": None, "max_length": None}  # word costs: unused here
+    check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(records))
     target = load_pool(kw["target_path"], load_options(records))
     loaded = load_model(kw["model"], model_load_options(kw))
@@ -105,7 +114,7 @@ def retrain_command(**kw: Any) -> None:
         shard=shard,
         progress=not kw["quiet"],
     )
-    click.echo(runs.summary())
+    echo(runs.summary())
 
 
 def route_params(methods: list[str], pairs: dict[str, str], host: Any) -> dict[str, dict]:
@@ -160,7 +169,7 @@ def route_params(methods: list[str], pairs: dict[str, str], host: Any) -> dict[s
     metavar="[METHOD.]KEY=VALUE",
     help="Method parameter: for every method that has KEY, or for METHOD only.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every method.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every method.")
 @click.option("--group-by", help="Field naming each pool record's group, for methods using it.")
 @click.option(
     "--json",
@@ -179,15 +188,30 @@ def lds_command(**kw: Any) -> None:
     measured one (minus the loss); the mean over targets ± its standard error, and the LDS of
     the mean target loss. A method fitted on RUNS_DIR itself is refused: score it on another run.
     """
-    from selectkit.data.load import load_pool
     from selectkit.host import get_host
     from selectkit.params import parse_assignments
-    from selectkit.publish import atomic_writer
-    from selectkit.retraining import evaluate_lds, load_runs
+    from selectkit.publish import Publication, check_paths
 
     host = get_host()
     methods = list(dict.fromkeys(kw["methods"]))
-    routed = route_params(methods, parse_assignments(kw["param"]), host)
+    pairs = parse_assignments(kw["param"])
+    routed = route_params(methods, pairs, host)
+    given = {"RUNS_DIR": kw["runs_dir"], "POOL": kw["pool_path"], "--target": kw["target_path"]}
+    check_paths(inputs=input_paths(given, pairs), files={"--json": kw["json_path"]})
+    outputs = Publication()
+    json_file = outputs.file(kw["json_path"]) if kw["json_path"] else None
+    with outputs:
+        _lds(kw, methods, routed, host, json_file)
+
+
+def _lds(
+    kw: dict[str, Any], methods: list[str], routed: dict[str, dict], host: Any, json_file: Any
+) -> None:
+    """The work of `selectkit lds`; its --json file (``json_file``, a temporary until
+    published) is written at the end."""
+    from selectkit.data.load import load_pool
+    from selectkit.retraining import evaluate_lds, load_runs
+
     runs = load_runs(kw["runs_dir"])
     pool = load_pool(kw["pool_path"], load_options(kw, kw["group_by"]), host=host)
     target = load_pool(kw["target_path"], load_options(kw), host=host)
@@ -207,30 +231,30 @@ def lds_command(**kw: Any) -> None:
             )
         )
     first = results[0]
-    click.echo(
+    echo(
         f"{first.models} models ({first.diverged} diverged, {first.missing} not trained left "
         f"out), {first.targets} of {len(first.target_ids)} targets"
     )
     if first.constant_targets:
         shown = ", ".join(first.constant_targets[:5])
-        click.echo(f"left out, loss constant across models: {shown}")
+        echo(f"left out, loss constant across models: {shown}")
     width = max(len("method"), *(len(name) for name in methods))
-    click.echo(
+    echo(
         f"{'method':<{width}}  {'LDS ± s.e.':>17}  {'mean-loss LDS':>13}  {'models':>6}  "
         f"{'seconds':>8}"
     )
     for result in results:
         score = f"{result.mean:.3f} ± {_number(result.stderr)}"
-        click.echo(
+        echo(
             f"{result.method:<{width}}  {score:>17}  {result.mean_loss:>13.3f}  "
             f"{result.models:>6}  {result.seconds:>8.1f}"
         )
-    if kw["json_path"]:
+    if json_file is not None:
         payload = {"runs": str(runs.path), "results": [r.to_dict() for r in results]}
-        with atomic_writer(kw["json_path"]) as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
+        with open(json_file, "w", encoding="utf-8") as handle:
+            json.dump(jsonable(payload), handle, indent=2, ensure_ascii=False, allow_nan=False)
             handle.write("\n")
-        click.echo(f"wrote {kw['json_path']}")
+        echo(f"wrote {kw['json_path']}")
 
 
 def _number(value: float) -> str:

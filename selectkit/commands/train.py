@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
+    POSITIVE,
+    SEED,
     load_options,
     lora_options,
     lora_spec,
@@ -18,6 +20,8 @@ from selectkit.commands.options import (
     record_options,
 )
 from selectkit.errors import ParamError
+from selectkit.manifest import jsonable
+from selectkit.terminal import echo
 
 _TEMPLATE = click.option(
     "--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True
@@ -26,10 +30,10 @@ _TEMPLATE = click.option(
 _FINETUNE_OPTIONS = [
     click.option(
         "--max-steps",
-        type=int,
+        type=POSITIVE,
         help="Exactly this many optimizer steps, cycling through the records (overrides --epochs).",
     ),
-    click.option("--epochs", default=1, show_default=True, type=int),
+    click.option("--epochs", default=1, show_default=True, type=POSITIVE),
     click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float),
     click.option(
         "--warmup-ratio",
@@ -38,9 +42,11 @@ _FINETUNE_OPTIONS = [
         type=float,
         help="Share of the steps over which the learning rate rises linearly from 0.",
     ),
-    click.option("--batch-size", default=8, show_default=True, type=int),
-    click.option("--grad-accum", "gradient_accumulation", default=1, show_default=True, type=int),
-    click.option("--max-length", default=512, show_default=True, type=int),
+    click.option("--batch-size", default=8, show_default=True, type=POSITIVE),
+    click.option(
+        "--grad-accum", "gradient_accumulation", default=1, show_default=True, type=POSITIVE
+    ),
+    click.option("--max-length", default=512, show_default=True, type=POSITIVE),
     _TEMPLATE,
 ]
 
@@ -80,6 +86,9 @@ _SAME_POOL = (
 def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | None, dict]:
     """The selected indices, their weights (``None`` when the selection has none) and the whole
     manifest, from a ``picked.manifest.json`` written by ``selectkit select``."""
+    from selectkit.publish import clear_stale
+
+    clear_stale(Path(path).parent)  # finish a publication its writer was killed in the middle of
     try:
         manifest = json.loads(Path(path).read_text(encoding="utf-8"))
         fingerprint = manifest["pool"]["fingerprint"]
@@ -113,7 +122,7 @@ def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | 
     help="Folder for the adapter and finetune.json.",
 )
 @finetune_options
-@click.option("--seed", default=0, show_default=True, type=int, help="LoRA init, order, dropout.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="LoRA init, order, dropout.")
 @click.option("--group-by", help="The --group-by the selection's pool was loaded with.")
 @click.option("--cost-tokenizer", help="The --tokenizer the selection's pool was costed with.")
 @click.option("--cost-max-length", type=int, help="The --max-length it was costed with.")
@@ -133,11 +142,15 @@ def train_command(**kw: Any) -> None:
     """
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
+    from selectkit.publish import check_paths, check_writable
     from selectkit.train.finetune import check_pool, finetune, selected_groups
 
     if bool(kw["selection_path"]) == kw["train_all"]:
         raise click.UsageError("give either --selection MANIFEST or --all")
     config = finetune_config(kw, kw["seed"])
+    inputs = {"POOL": kw["pool_path"], "--selection": kw["selection_path"], "--model": kw["model"]}
+    check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
+    check_writable(kw["out_dir"], folder=True)
     selected = read_selection_manifest(kw["selection_path"]) if kw["selection_path"] else None
     options = load_options(
         {**kw, "tokenizer": kw["cost_tokenizer"], "max_length": kw["cost_max_length"]},
@@ -169,11 +182,11 @@ def train_command(**kw: Any) -> None:
     sampling = "unweighted" if weights is None else "weighted"
     if group_weights is not None:
         sampling += ", groups sampled by weight"
-    click.echo(
+    echo(
         f"trained {result.steps} steps on {len(indices)} records of {len(pool)} ({sampling}), "
         f"last step loss {result.losses[-1]:.4f}"
     )
-    click.echo(f"wrote {result.out_dir}")
+    echo(f"wrote {result.out_dir}")
 
 
 @click.command("evaluate")
@@ -183,8 +196,8 @@ def train_command(**kw: Any) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="LoRA adapter folder (e.g. a `selectkit train` output) to put on --model.",
 )
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--max-length", default=512, show_default=True, type=int)
+@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
+@click.option("--max-length", default=512, show_default=True, type=POSITIVE)
 @_TEMPLATE
 @click.option("--group-by", help="Field naming each target record's group: print group means.")
 @click.option(
@@ -202,10 +215,22 @@ def evaluate_command(**kw: Any) -> None:
     An example's loss is its mean cross-entropy over its response tokens; the target loss is
     the mean over examples.
     """
+    from selectkit.publish import Publication, check_paths
+
+    inputs = {"TARGET": kw["target_path"], "--adapter": kw["adapter"], "--model": kw["model"]}
+    check_paths(inputs=inputs, files={"--out": kw["out_path"]})
+    outputs = Publication()
+    losses_file = outputs.file(kw["out_path"]) if kw["out_path"] else None
+    with outputs:
+        _evaluate(kw, losses_file)
+
+
+def _evaluate(kw: dict[str, Any], losses_file: Path | None) -> None:
+    """The work of `selectkit evaluate`; its --out file (``losses_file``, a temporary until
+    published) is written at the end."""
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
     from selectkit.models.lora import load_adapter
-    from selectkit.publish import atomic_writer
     from selectkit.train.evaluate import target_loss
 
     target = load_pool(kw["target_path"], load_options(kw, kw["group_by"]))
@@ -222,17 +247,17 @@ def evaluate_command(**kw: Any) -> None:
         template=kw["template"],
         progress=not kw["quiet"],
     )
-    click.echo(f"mean target loss {result.mean:.4f} over {len(result)} examples")
+    echo(f"mean target loss {result.mean:.4f} over {len(result)} examples")
     groups = target.groups
     if kw["group_by"]:
         for group in sorted({g for g in groups if g is not None}):
             mine = result.losses[[g == group for g in groups]]
-            click.echo(f"  {group}: {mine.mean():.4f} ({len(mine)} examples)")
-    if kw["out_path"]:
-        with atomic_writer(kw["out_path"]) as handle:
+            echo(f"  {group}: {mine.mean():.4f} ({len(mine)} examples)")
+    if losses_file is not None:
+        with open(losses_file, "w", encoding="utf-8") as handle:
             for index, (record_id, group, loss) in enumerate(
                 zip(result.ids, groups, result.losses.tolist(), strict=True)
             ):
-                row = {"index": index, "id": record_id, "group": group, "loss": loss}
+                row = {"index": index, "id": record_id, "group": group, "loss": jsonable(loss)}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        click.echo(f"wrote {kw['out_path']}")
+        echo(f"wrote {kw['out_path']}")

@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
+    POSITIVE,
+    SEED,
     load_options,
     lora_options,
     lora_spec,
@@ -33,11 +35,11 @@ from selectkit.commands.options import (
     type=float,
     help="Seeded random share of the pool to train on.",
 )
-@click.option("--epochs", default=4, show_default=True, type=int, help="One checkpoint each.")
+@click.option("--epochs", default=4, show_default=True, type=POSITIVE, help="One checkpoint each.")
 @click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=float)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--max-length", default=512, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
+@click.option("--max-length", default=512, show_default=True, type=POSITIVE)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
 @lora_options
@@ -50,8 +52,11 @@ def warmup_command(**kw: Any) -> None:
     """
     from selectkit.data.load import load_pool
     from selectkit.models.loading import load_model
+    from selectkit.publish import check_paths, check_writable
     from selectkit.train.warmup import WarmupConfig, warmup
 
+    inputs = {"POOL": kw["pool_path"], "--model": kw["model"]}
+    check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
     config = WarmupConfig(
         fraction=kw["fraction"],
         epochs=kw["epochs"],
@@ -61,6 +66,7 @@ def warmup_command(**kw: Any) -> None:
         lora=lora_spec(kw),
         seed=kw["seed"],
     )
+    check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(kw))
     loaded = load_model(kw["model"], model_load_options(kw))
     checkpoints = warmup(

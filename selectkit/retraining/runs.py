@@ -91,7 +91,6 @@ def open_run_folder(root: Path, manifest: dict[str, Any], masks: np.ndarray) -> 
     ``masks`` afterwards.
     """
     claim = {"name": MANIFEST_NAME, "identity": IDENTITY, "what": "retrain", "ignore": (LOCKS_DIR,)}
-    claim_run_folder(root, manifest, **claim)
     (root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
     with locks.exclusive(root / LOCKS_DIR / "run.lock"):
         claim_run_folder(root, manifest, **claim)

@@ -17,6 +17,9 @@ import numpy as np
 from selectkit.errors import BudgetError
 
 Unit = Literal["items", "tokens"]
+#: The largest budget or quota amount accepted: 2**53, where floats stop counting exactly.
+#: Far beyond any pool's records or tokens, and every amount below it fits the solvers' int64.
+MAX_AMOUNT = 2**53
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,14 @@ class Budget:
         if self.kind not in ("count", "fraction", "tokens"):
             raise BudgetError(f"budget kind must be count, fraction or tokens, not '{self.kind}'")
         if not math.isfinite(self.value) or self.value <= 0:
-            raise BudgetError(f"budget must be positive, got {self.value}")
+            raise BudgetError(f"a budget must be a positive, finite number, got {self.value}")
         if self.kind == "fraction" and self.value > 1:
             raise BudgetError(f"a budget fraction must be at most 100%, got {self.value:.2%}")
+        if self.kind != "fraction" and self.value > MAX_AMOUNT:
+            raise BudgetError(
+                f"a {self.kind} budget of {self.value:g} is beyond any pool (the most is "
+                f"{MAX_AMOUNT:,}); give the number of records or tokens you want"
+            )
         if self.kind != "fraction" and self.value != int(self.value):
             raise BudgetError(f"a {self.kind} budget must be a whole number, got {self.value}")
 
@@ -94,6 +102,11 @@ class Budget:
 
 def _whole(number: str, text: str) -> int:
     value = float(number)
+    if not math.isfinite(value) or value > MAX_AMOUNT:
+        raise BudgetError(
+            f"budget '{text}' is beyond any pool (the most is {MAX_AMOUNT:,}); give the number "
+            "of records or tokens you want"
+        )
     if value != int(value):
         raise BudgetError(f"budget '{text}' must be a whole number")
     return int(value)
@@ -148,12 +161,13 @@ def _quota_bound(part: str, text: str) -> tuple[float, bool]:
                 raise ValueError
             return value, True
         value = float(part)
-        if value < 0 or value != int(value):
+        if not 0 <= value <= MAX_AMOUNT or value != int(value):
             raise ValueError
         return value, False
     except ValueError:
         raise BudgetError(
-            f"quota '{text}': '{part}' must be a whole number or a percentage from 0% to 100%"
+            f"quota '{text}': '{part}' must be a whole number (at most {MAX_AMOUNT:,}) or a "
+            "percentage from 0% to 100%"
         ) from None
 
 

@@ -44,6 +44,7 @@ from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.features.gradients import response_losses
 from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec
+from selectkit.publish import Publication
 from selectkit.train.runs import (
     adapter_description,
     check_training_config,
@@ -449,7 +450,9 @@ def finetune(
 
     Every trained record is tokenized before training starts; one that cannot be raises its
     :class:`RecordError`. ``out_dir`` must be new, empty, or hold this same run, which is then
-    trained again and overwritten; a different run there is refused.
+    trained again and replaced; a different run there is refused. The adapter and
+    ``finetune.json`` are written aside and put in place together once training is done, so
+    ``out_dir`` never holds a half-trained run.
     """
     out = Path(out_dir)
     positions = _check_indices(indices, len(pool))
@@ -473,7 +476,6 @@ def finetune(
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
-        "status": "running",
         "pool": {"fingerprint": pool.fingerprint, "records": len(pool)},
         "selection": {
             "count": len(positions),
@@ -495,15 +497,15 @@ def finetune(
     }
     manifest = json.loads(json.dumps(jsonable(manifest)))  # exactly as it reads back
     claim_run_folder(out, manifest, name=MANIFEST_NAME, identity=_IDENTITY_KEYS, what="finetune")
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / MANIFEST_NAME, manifest)
-
-    log = train_steps(peft_model, examples, values[kept], plan, pad_id, config, progress=progress)
-
-    peft_model.save_pretrained(str(out), safe_serialization=True)
-    manifest["status"] = "complete"
-    manifest["log"] = log
-    write_manifest(out / MANIFEST_NAME, manifest)
+    with Publication() as outputs:
+        staging = outputs.into(out)
+        log = train_steps(
+            peft_model, examples, values[kept], plan, pad_id, config, progress=progress
+        )
+        peft_model.save_pretrained(str(staging), safe_serialization=True)
+        manifest["status"] = "complete"
+        manifest["log"] = log
+        write_manifest(staging / MANIFEST_NAME, manifest)
     return FinetuneResult(peft_model, out, log, manifest)
 
 

@@ -19,7 +19,7 @@ from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec, attach_lora
-from selectkit.publish import atomic_writer
+from selectkit.publish import atomic_writer, is_temporary
 
 
 def check_training_config(config: Any, owner: str, checks: list[tuple[bool, str]]) -> None:
@@ -149,7 +149,10 @@ def claim_run_folder(
     Files named in ``ignore`` (e.g. the run's own lock file) do not make a folder non-empty."""
     if out.exists() and not out.is_dir():
         raise ParamError(f"{what} output {out} is a file; give a folder")
-    if not out.is_dir() or all(entry.name in ignore for entry in out.iterdir()):
+    # Another process may be writing this run's files: its temporaries are not a foreign run.
+    if not out.is_dir() or all(
+        entry.name in ignore or is_temporary(entry.name) for entry in out.iterdir()
+    ):
         return
     previous_path = out / name
     if not previous_path.is_file():

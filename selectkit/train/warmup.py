@@ -24,6 +24,7 @@ from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
 from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec
+from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
 from selectkit.train.runs import (
     adapter_description,
@@ -178,7 +179,9 @@ def warmup(
     Every record of the subset is tokenized before training starts; one that cannot be raises
     its :class:`RecordError`. ``out_dir`` must be new, empty, or hold this same run (same
     pool, configuration, adapter and model config), which is then trained again and
-    overwritten; a different run there is refused so checkpoints are never mixed.
+    replaced; a different run there is refused so checkpoints are never mixed. The
+    checkpoints and ``warmup.json`` are written aside and put in place together when the last
+    epoch is done, so ``out_dir`` never holds an unfinished warmup.
     """
     out = Path(out_dir)
     _check_scheduler(config.lr_scheduler)
@@ -191,7 +194,6 @@ def warmup(
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
-        "status": "running",
         "pool_fingerprint": pool.fingerprint,
         "config": config.to_dict(),
         "adapter": adapter_description(peft_model),
@@ -207,23 +209,20 @@ def warmup(
     }
     manifest = json.loads(json.dumps(jsonable(manifest)))  # exactly as it reads back
     claim_run_folder(out, manifest, name=MANIFEST_NAME, identity=_IDENTITY_KEYS, what="warmup")
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / MANIFEST_NAME, manifest)
-
-    with own_rng():
-        _train(peft_model, examples, pad_id, out, config, progress)
-
-    checkpoints = find_checkpoints(out)
-    manifest["status"] = "complete"
-    manifest["checkpoints"] = [
-        {
-            "path": c.path.name,
-            "epoch": c.epoch,
-            "step": c.step,
-            "learning_rate": c.learning_rate,
-            "has_optimizer_state": c.has_optimizer_state,
-        }
-        for c in checkpoints
-    ]
-    write_manifest(out / MANIFEST_NAME, manifest)
-    return checkpoints
+    with Publication() as outputs:
+        staging = outputs.into(out)
+        with own_rng():
+            _train(peft_model, examples, pad_id, staging, config, progress)
+        manifest["status"] = "complete"
+        manifest["checkpoints"] = [
+            {
+                "path": c.path.name,
+                "epoch": c.epoch,
+                "step": c.step,
+                "learning_rate": c.learning_rate,
+                "has_optimizer_state": c.has_optimizer_state,
+            }
+            for c in find_checkpoints(staging)
+        ]
+        write_manifest(staging / MANIFEST_NAME, manifest)
+    return find_checkpoints(out)
