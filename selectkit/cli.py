@@ -193,7 +193,11 @@ def _register_plugin_commands(group: click.Group, host: Host) -> None:
 
 def main() -> None:
     from selectkit import signals
+    from selectkit.commands.reporting import report
 
     signals.install()
-    _register_plugin_commands(cli, get_host())
+    try:
+        _register_plugin_commands(cli, get_host())
+    except (KeyboardInterrupt, signals.Interrupted) as exc:  # stopped while plugins load
+        sys.exit(report(exc))
     cli()

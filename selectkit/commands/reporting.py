@@ -38,8 +38,29 @@ _OS_HINTS = {
 }
 
 
+# click >= 8.2 raises this for a group called without a command; older versions print help.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class ReportingGroup(click.Group):
-    """A command group whose failures are reported by :func:`report`, never as tracebacks."""
+    """A command group whose failures are reported by :func:`report`, never as tracebacks;
+    click's own usage errors are printed the same way, as one ``error:`` line."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            status = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as exc:  # `selectkit` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else None
+            hint = f"; see `{where} --help`" if where else ""
+            sys.exit(_say(exc.format_message().rstrip(".") + hint, exc.exit_code))
+        except click.exceptions.Abort:
+            sys.exit(_say("no answer at a prompt (end of input); nothing was done", EXIT_BAD_INPUT))
+        sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
