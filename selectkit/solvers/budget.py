@@ -108,7 +108,10 @@ def _whole(number: str, text: str) -> int:
             "of records or tokens you want"
         )
     if value != int(value):
-        raise BudgetError(f"budget '{text}' must be a whole number")
+        raise BudgetError(
+            f"budget '{text}' must be a whole number of records or tokens (a share of the pool "
+            "is a percentage: 50%)"
+        )
     return int(value)
 
 

@@ -77,6 +77,24 @@ def test_infeasible_budget_fails_before_the_method_runs():
     assert calls == []
 
 
+def test_method_returning_no_objective_is_a_plugin_error_naming_it():
+    class Wrong(Method):
+        name = "wrong"
+
+        def objective(self, pool, target, context: Context):
+            return np.zeros(len(pool))  # an array, not Scores(...)
+
+    class WrongPlugin:
+        @hookimpl
+        def selectkit_register_methods(self):
+            return [Wrong]
+
+    host = Host.from_env()
+    host.register(WrongPlugin(), name="wrong-plugin")
+    with pytest.raises(PluginError, match=r"method .wrong. .* returned ndarray .* not an Objective"):
+        select(_pool(), "wrong", 3, host=host)
+
+
 def test_method_returning_wrong_length_is_named():
     class Short(Method):
         name = "short"
@@ -91,7 +109,7 @@ def test_method_returning_wrong_length_is_named():
 
     host = Host.from_env()
     host.register(ShortPlugin(), name="short")
-    with pytest.raises(PluginError, match="method .short. .* returned 39 values for a pool of 40"):
+    with pytest.raises(PluginError, match=r"method .short. .* returned 39 values for a pool of 40"):
         select(_pool(), "short", 3, host=host)
 
 

@@ -5,7 +5,6 @@ never a mix, and nothing is left behind (after SIGKILL, once the next run has cl
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
