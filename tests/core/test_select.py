@@ -91,7 +91,7 @@ def test_method_returning_no_objective_is_a_plugin_error_naming_it():
 
     host = Host.from_env()
     host.register(WrongPlugin(), name="wrong-plugin")
-    with pytest.raises(PluginError, match=r"method .wrong. .* returned ndarray .* not an Objective"):
+    with pytest.raises(PluginError, match=r"method .wrong. .* returned ndarray .* an Objective"):
         select(_pool(), "wrong", 3, host=host)
 
 
