@@ -23,6 +23,11 @@ _RECORD_OPTIONS = [
         help="Read a shape's field from another (dotted) field, e.g. output=answer.",
     ),
     click.option("--skip-bad", is_flag=True, help="Skip malformed records and report them."),
+    click.option(
+        "--convert-values",
+        is_flag=True,
+        help="Read numbers and booleans in text fields (prompt, response, messages) as text.",
+    ),
 ]
 
 _TOKEN_OPTIONS = [
@@ -142,6 +147,7 @@ def load_options(kw: dict[str, Any], group_by: str | None = None) -> Any:
         text_field=kw["text_field"],
         field_map=parse_assignments(kw["field_map"]),
         on_error="skip" if kw["skip_bad"] else "raise",
+        convert_values=kw["convert_values"],
         tokenizer=kw.get("tokenizer"),
         max_length=kw.get("max_length"),
         trust_remote_code=kw.get("trust_remote_code", False),

@@ -7,6 +7,7 @@ field name) from "the field is there but has no value" (usually a bad record).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -94,13 +95,35 @@ def field_names(row: Mapping[str, Any], *, depth: int = 2, limit: int = 30) -> l
     return names
 
 
-def text_value(value: Any) -> str | None:
-    """A field value as text: strings as they are, numbers and booleans printed, and
-    ``None`` for values that are not text (objects, lists, null)."""
+def kind(value: Any) -> str:
+    """A JSON-ish name of a value's type, for messages ("a number", "an object", "NaN")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "an infinite number"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def text_value(value: Any, *, numbers: bool = True) -> str | None:
+    """A field value as text: strings as they are and, when ``numbers`` is true, finite
+    numbers and booleans printed (``42``, ``1.5``, ``true``); ``None`` for every other value
+    (objects, lists, null, NaN and infinities, which are never text)."""
     if isinstance(value, str):
         return value
+    if not numbers:
+        return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return str(value)
     return None

@@ -3,7 +3,8 @@
 Every error about a record names the file, the line (or row) and the field, and either stops the
 load (``on_error="raise"``, the default) or leaves the record out and is kept on
 ``Pool.skipped`` (``on_error="skip"``), so a long run never fails late on a record it could have
-rejected up front.
+rejected up front. A record's ``raw`` holds JSON values only (:mod:`selectkit.data.values`),
+so every record that loads can be written back.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selectkit.data.fields import MISSING, field_names, get_field, is_empty, text_value
-from selectkit.data.formats import LoadOptions, RawRow
+from selectkit.data.fields import MISSING, field_names, get_field, is_empty, kind, text_value
+from selectkit.data.formats import LoadOptions, RawRow, brief
 from selectkit.data.pool import Pool, Record
 from selectkit.data.readers import Rows
 from selectkit.data.shapes import Shape, detect_shape
+from selectkit.data.values import json_row
 from selectkit.errors import FormatError, ParamError, RecordError
 
 if TYPE_CHECKING:
@@ -53,11 +55,16 @@ def load_pool(
         raise FormatError(f"no reader for {label}: it is not a local file and no plugin reads it")
     path = getattr(rows, "path", None) or label
     local = Path(path).expanduser()
-    origin: dict[str, Any] = {
-        "path": str(local.resolve()) if local.exists() else path,
-        "sha256": hash_path(local) if local.exists() else None,
-        "format": getattr(rows, "format", None) or options.format,
-    }
+    try:
+        origin: dict[str, Any] = {
+            "path": str(local.resolve()) if local.exists() else path,
+            "sha256": hash_path(local) if local.exists() else None,
+            "format": getattr(rows, "format", None) or options.format,
+        }
+    except OSError as exc:
+        raise FormatError(
+            f"{path}: cannot be read to fingerprint it: {exc.strerror or brief(exc)}"
+        ) from None
     return _build(rows, options, host, path, origin, list(getattr(rows, "errors", [])))
 
 
@@ -75,12 +82,22 @@ def load_records_from_list(
     host = _host(host)
     options = _options(options, option_overrides, host)
     raw = Rows([RawRow(index, row) for index, row in enumerate(rows, start=1)], format="list")  # type: ignore[arg-type]
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-        digest.update(b"\n")
-    origin: dict[str, Any] = {"path": None, "sha256": digest.hexdigest(), "format": "list"}
+    origin: dict[str, Any] = {"path": None, "sha256": _rows_digest(rows), "format": "list"}
     return _build(raw, options, host, None, origin, [])
+
+
+def _rows_digest(rows: Sequence[Any]) -> str:
+    """SHA-256 of the rows' JSON, one line each; a row JSON cannot write (too deep, keys of
+    mixed types) counts by its position: the loader refuses or skips it anyway."""
+    digest = hashlib.sha256()
+    for position, row in enumerate(rows, start=1):
+        try:
+            line = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode()
+        except (RecursionError, TypeError, ValueError):  # ValueError: lone surrogates
+            line = f"<row {position}: not JSON>".encode()
+        digest.update(line)
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def hash_path(path: Path) -> str:
@@ -169,7 +186,7 @@ def _record_id(data: Mapping[str, Any], options: LoadOptions, position: int) -> 
         return str(position)
     text = text_value(value)
     if text is None or is_empty(text):
-        what = "empty" if text is not None or value is None else f"a {type(value).__name__}"
+        what = "empty" if text is not None or value is None else kind(value)
         raise RecordError(
             f"the id is {what}; ids must be non-empty text or numbers (or drop the field to "
             "number records by position)",
@@ -190,8 +207,10 @@ def _group(data: Mapping[str, Any], options: LoadOptions) -> str | None:
         )
     text = text_value(value)
     if text is None or is_empty(text):
-        what = "empty" if text is not None or value is None else f"a {type(value).__name__}"
-        raise RecordError(f"the group is {what}; groups must be non-empty text", field=name)
+        what = "empty" if text is not None or value is None else kind(value)
+        raise RecordError(
+            f"the group is {what}; groups must be non-empty text or numbers", field=name
+        )
     return text
 
 
@@ -214,6 +233,7 @@ def _build(
 ) -> Pool:
     """Shape, identify, group and cost the rows: the one code path of every loader."""
     skip = options.on_error == "skip"
+    convert = not getattr(rows, "json_values", False)
 
     def fail(err: RecordError, line: int | None) -> None:
         located = _located(err, path, line)
@@ -233,6 +253,8 @@ def _build(
         try:
             if not isinstance(data, Mapping):
                 raise RecordError(f"expected an object with fields, got {type(data).__name__}")
+            if convert:  # a plugin's or an in-memory row: JSON values only (values.py)
+                data = json_row(data)
             if shape is None:
                 shape = detect_shape(data, options, shapes)
                 if shape is None:

@@ -18,7 +18,8 @@ class Record:
     ``prompt`` is what the model is conditioned on and ``response`` what it is trained to
     produce (the loss mask covers only the response). Raw text has an empty prompt.
     ``messages`` keeps chat records whole so a tokenizer's chat template can render them.
-    ``raw`` is the record exactly as read, written back unchanged by ``--out``.
+    ``raw`` is the record as read, made of JSON values only (:mod:`selectkit.data.values`),
+    and written back unchanged by ``--out``.
     """
 
     id: str

@@ -1,33 +1,58 @@
 """The built-in file formats and the built-in ``selectkit_load_records`` hook.
 
 Each format yields :class:`RawRow` objects numbered so that errors can point at them: the 1-based
-line where the row starts in text formats (JSONL, JSON, CSV, TXT) and the 1-based row number in
-columnar ones (Parquet, saved Hugging Face datasets). Heavy libraries (pyarrow) are imported only
-when a file that needs them is read.
+line where the row starts in text formats (JSONL, JSON, CSV, TXT, here) and the 1-based row
+number in columnar ones (Parquet, saved Hugging Face datasets: :mod:`selectkit.data.arrow`).
+Heavy libraries (pyarrow) are imported only when a file that needs them is read.
+
+A bad row is a :class:`RecordError` that ``--skip-bad`` may skip; a file that cannot be read
+(not gzip, truncated, corrupt pages, unreadable, not a regular file) is a :class:`FormatError`
+naming it and, where it is known, the line or row it could not be read past. No library
+exception escapes for a bad file. Rows hold JSON values only (:mod:`selectkit.data.values`).
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import gzip
 import io
 import json
+import math
 import os
-from collections.abc import Iterator
+import re
+import stat
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from selectkit.data.formats import Format, LoadOptions, OnError, RawRow
+from selectkit.data.arrow import HfDatasetFormat, ParquetFormat, arrow_errors
+from selectkit.data.fields import kind
+from selectkit.data.formats import (
+    FILE_ERRORS,
+    Format,
+    LoadOptions,
+    OnError,
+    RawRow,
+    brief,
+    unreadable,
+)
+from selectkit.data.values import MAX_DEPTH, TOO_DEEP, json_row
 from selectkit.errors import FormatError, RecordError
 from selectkit.hookspecs import hookimpl
+
+#: CSV fields may be as long as a file holds (the csv module's default stops at 128 KiB).
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 class Rows(list[RawRow]):
     """The rows read from a source, with where they came from.
 
     A plain list to the hook contract; the extra attributes tell the loader which format read
-    the rows, the path they came from, and the errors of rows that were skipped.
+    the rows, the path they came from, the errors of rows that were skipped, and whether the
+    rows already hold JSON values only (the built-in formats' promise).
     """
 
     def __init__(
@@ -37,17 +62,40 @@ class Rows(list[RawRow]):
         path: str | None = None,
         format: str | None = None,
         errors: list[RecordError] | None = None,
+        json_values: bool = False,
     ) -> None:
         super().__init__(rows)
         self.path = path
         self.format = format
         self.errors = list(errors or [])
+        self.json_values = json_values
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+@contextlib.contextmanager
+def _open_binary(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed when its name ends in ``.gz``; :class:`FormatError`
+    for UTF-16 and UTF-32 text, which would otherwise fail line by line."""
+    gz = path.name.lower().endswith(".gz")
+    with gzip.open(path, "rb") if gz else open(path, "rb") as handle:
+        head = handle.peek(4)[:4]
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
+            raise FormatError(
+                f"{path}: is UTF-16 or UTF-32 text (it starts with a byte-order mark); "
+                "selectkit reads UTF-8: convert it, e.g. iconv -f UTF-16 -t UTF-8"
+            )
+        yield handle
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines with their 1-based numbers; a file that cannot be read (to the end)
+    is a :class:`FormatError` saying how far it was read."""
+    number = 0
+    try:
+        with _open_binary(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield number, raw
+    except FILE_ERRORS as exc:
+        raise unreadable(path, exc, number) from None
 
 
 def _decode_line(raw: bytes, path: Path, line: int) -> str:
@@ -62,19 +110,91 @@ def _decode_line(raw: bytes, path: Path, line: int) -> str:
     return text
 
 
-def _kind(value: Any) -> str:
-    """A JSON-ish name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
+class _Unparsable(Exception):
+    """A JSON value Python cannot parse (too deep, or an integer too long) starting at
+    ``pos``: its extent is unknown, so a reader cannot step past it."""
+
+    def __init__(self, reason: str, pos: int) -> None:
+        super().__init__(reason)
+        self.pos = pos
+
+
+#: JSON's whitespace, and the escape of a UTF-16 surrogate (``\ud800``), paired or not.
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class _StrictJson:
+    """Python's JSON decoder held to the JSON standard: ``NaN``, ``Infinity`` and numbers too
+    large for a float (which Python reads as infinity) are noted as a problem instead of
+    becoming floats that no JSON writer accepts; values nested more than ``MAX_DEPTH``
+    levels and text with a lone surrogate escape are noted too. The hooks run only for floats
+    and constants, so plain text rows cost nothing extra."""
+
+    def __init__(self) -> None:
+        self._problem: str | None = None
+        self._decoder = json.JSONDecoder(parse_constant=self._constant, parse_float=self._float)
+
+    def _note(self, problem: str) -> None:
+        if self._problem is None:
+            self._problem = problem
+
+    def _constant(self, name: str) -> None:
+        self._note(f"not JSON: {name} is not a JSON value; write null for a missing number")
+
+    def _float(self, text: str) -> float | None:
+        value = float(text)
+        if math.isinf(value):
+            self._note(f"the number {text[:40]} is too large for JSON readers; write it as text")
+            return None
+        return value
+
+    def raw_decode(self, text: str, pos: int) -> tuple[Any, int, RecordError | None]:
+        """The value starting at ``text[pos]``, where it ends, and what is wrong with it as a
+        record (or ``None``); raises ``json.JSONDecodeError`` or :class:`_Unparsable`."""
+        self._problem = None
+        try:
+            value, end = self._decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            raise
+        except RecursionError:
+            raise _Unparsable(TOO_DEEP, pos) from None
+        except ValueError as exc:
+            if "integer string conversion" in str(exc):
+                reason = (
+                    "holds an integer with thousands of digits, too long to read; write it as text"
+                )
+            else:
+                reason = f"not readable as JSON: {brief(exc)}"
+            raise _Unparsable(reason, pos) from None
+        if self._problem is not None:
+            return value, end, RecordError(self._problem)
+        if isinstance(value, dict) and (
+            _SURROGATE_ESCAPE.search(text, pos, end)
+            or text.count("{", pos, end) + text.count("[", pos, end) > MAX_DEPTH
+        ):  # cheap scans that few rows pass (long code, escaped emoji): walk those
+            try:
+                json_row(value)
+            except RecordError as err:
+                return value, end, err
+        return value, end, None
+
+    def decode(self, text: str) -> tuple[Any, RecordError | None]:
+        """:meth:`raw_decode` of a whole text (one JSONL line) that holds one value."""
+        value, end, problem = self.raw_decode(text, _skip_ws(text, 0))
+        end = _skip_ws(text, end)
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+        return value, problem
+
+
+def _at(err: RecordError, path: Path, line: int) -> RecordError:
+    """``err`` (raised without a place) at ``path``, ``line``."""
+    return RecordError(err.reason, path=str(path), line=line, field=err.field)
+
+
+def _not_an_object(value: Any, path: Path, line: int) -> RecordError:
+    return RecordError(f"expected a JSON object, got {kind(value)}", path=str(path), line=line)
 
 
 class JsonlFormat(Format):
@@ -82,47 +202,36 @@ class JsonlFormat(Format):
 
     name = "jsonl"
     suffixes = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+    json_values = True
 
     def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        with _open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = _decode_line(raw, path, number)
-                except RecordError as err:
-                    on_error(err)
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    on_error(
-                        RecordError(
-                            f"not valid JSON: {exc.msg} (column {exc.colno})",
-                            path=str(path),
-                            line=number,
-                        )
-                    )
-                    continue
-                if not isinstance(value, dict):
-                    on_error(
-                        RecordError(
-                            f"expected a JSON object, got {_kind(value)}",
-                            path=str(path),
-                            line=number,
-                        )
-                    )
-                    continue
-                yield RawRow(number, value)
-
-
-_WHITESPACE = " \t\n\r"
+        decoder = _StrictJson()
+        for number, raw in _numbered_lines(path):
+            try:
+                text = _decode_line(raw, path, number)
+            except RecordError as err:
+                on_error(err)
+                continue
+            if not text.strip():
+                continue
+            try:
+                value, problem = decoder.decode(text)
+            except json.JSONDecodeError as exc:
+                problem = RecordError(f"not valid JSON: {exc.msg} (column {exc.colno})")
+            except _Unparsable as exc:
+                problem = RecordError(str(exc))
+            if problem is None and not isinstance(value, dict):
+                problem = _not_an_object(value, path, number)
+            if problem is not None:
+                on_error(_at(problem, path, number))
+                continue
+            yield RawRow(number, value)
 
 
 def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WHITESPACE:
-        pos += 1
-    return pos
+    """The position of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
 
 
 class _LineCounter:
@@ -145,23 +254,28 @@ class JsonFormat(Format):
 
     name = "json"
     suffixes = (".json", ".json.gz")
+    json_values = True
 
     def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        with _open_binary(path) as handle:
-            data = handle.read()
+        try:
+            with _open_binary(path) as handle:
+                data = handle.read()
+        except FILE_ERRORS as exc:
+            raise unreadable(path, exc) from None
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise RecordError("not valid UTF-8", path=str(path), line=line) from None
-        decoder = json.JSONDecoder()
+        del data
+        decoder = _StrictJson()
         lines = _LineCounter(text)
         pos = _skip_ws(text, 0)
         try:
             if text.startswith("[", pos):
-                yield from self._array(text, pos, decoder, lines, path, on_error)
+                end = yield from self._array(text, pos, decoder, lines, path, on_error)
             elif text.startswith("{", pos):
-                start = self._list_field(text, pos, decoder, path)
+                start, end = self._list_field(text, pos, decoder, path)
                 yield from self._array(text, start, decoder, lines, path, on_error)
             elif pos == len(text):
                 return
@@ -171,6 +285,9 @@ class JsonFormat(Format):
                     path=str(path),
                     line=lines.at(pos),
                 )
+            end = _skip_ws(text, end)
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data after the records", text, end)
         except json.JSONDecodeError as exc:
             raise RecordError(
                 f"not valid JSON: {exc.msg} (column {exc.colno}); a JSON file cannot be read "
@@ -178,53 +295,59 @@ class JsonFormat(Format):
                 path=str(path),
                 line=exc.lineno,
             ) from None
+        except _Unparsable as exc:
+            raise RecordError(
+                f"{exc}; a JSON file cannot be read past it, so fix it (or convert the file to "
+                "JSONL to skip bad lines)",
+                path=str(path),
+                line=text.count("\n", 0, exc.pos) + 1,
+            ) from None
 
     def _array(
         self,
         text: str,
         pos: int,
-        decoder: json.JSONDecoder,
+        decoder: _StrictJson,
         lines: _LineCounter,
         path: Path,
         on_error: OnError,
-    ) -> Iterator[RawRow]:
+    ) -> Generator[RawRow, None, int]:
         """Walk the array starting at ``text[pos] == "["``, yielding each element with the line
-        it starts on."""
+        it starts on; returns the position after the array."""
         pos = _skip_ws(text, pos + 1)
         if text.startswith("]", pos):
-            return
+            return pos + 1
         while True:
-            value, end = decoder.raw_decode(text, pos)
             line = lines.at(pos)
-            if isinstance(value, dict):
+            value, end, problem = decoder.raw_decode(text, pos)
+            if problem is None and not isinstance(value, dict):
+                problem = _not_an_object(value, path, line)
+            if problem is None:
                 yield RawRow(line, value)
             else:
-                on_error(
-                    RecordError(
-                        f"expected a JSON object, got {_kind(value)}", path=str(path), line=line
-                    )
-                )
+                on_error(_at(problem, path, line))
             pos = _skip_ws(text, end)
             if text.startswith(",", pos):
                 pos = _skip_ws(text, pos + 1)
             elif text.startswith("]", pos):
-                return
+                return pos + 1
             else:
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
 
-    def _list_field(self, text: str, pos: int, decoder: json.JSONDecoder, path: Path) -> int:
-        """The position of the one list value of the object starting at ``text[pos]``."""
+    def _list_field(self, text: str, pos: int, decoder: _StrictJson, path: Path) -> tuple[int, int]:
+        """The position of the one list value of the object starting at ``text[pos]``, and
+        the position after the object."""
         lists: list[tuple[str, int]] = []
         pos = _skip_ws(text, pos + 1)
         while not text.startswith("}", pos):
-            key, pos = decoder.raw_decode(text, pos)
+            key, pos, _ = decoder.raw_decode(text, pos)
             if not isinstance(key, str):
                 raise json.JSONDecodeError("Expecting property name", text, pos)
             pos = _skip_ws(text, pos)
             if not text.startswith(":", pos):
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
             start = _skip_ws(text, pos + 1)
-            value, pos = decoder.raw_decode(text, start)
+            value, pos, _ = decoder.raw_decode(text, start)
             if isinstance(value, list):
                 lists.append((key, start))
             pos = _skip_ws(text, pos)
@@ -238,48 +361,70 @@ class JsonFormat(Format):
                 f"{path}: a JSON object file must hold its records in exactly one list field; "
                 f"list fields found: {found}. Write the records as a JSON array or as JSONL."
             )
-        return lists[0][1]
+        return lists[0][1], pos + 1
 
 
 class CsvFormat(Format):
     """Comma-separated values with a header row; every value is a string. Each row's line is
-    where the record starts (quoted values may span lines)."""
+    where the record starts (quoted values may span lines). Bytes that are not UTF-8 make
+    their row a bad record (decoded with ``surrogateescape`` to find which row)."""
 
     name = "csv"
     suffixes = (".csv", ".csv.gz")
     delimiter = ","
+    json_values = True
 
     def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", newline="") as text:
-            reader = csv.reader(text, delimiter=self.delimiter)
-            header: list[str] | None = None
-            previous = 0
-            while True:
-                start = previous + 1
-                try:
-                    values = next(reader)
-                except StopIteration:
-                    return
-                except (csv.Error, UnicodeDecodeError) as exc:
-                    raise RecordError(
-                        f"unreadable {self.name.upper()}: {exc}", path=str(path), line=start
-                    ) from None
-                previous = reader.line_num
-                if not values:
-                    continue
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
+        try:
+            with (
+                _open_binary(path) as raw,
+                io.TextIOWrapper(raw, "utf-8-sig", "surrogateescape", newline="") as text,
+            ):
+                yield from self._rows(csv.reader(text, delimiter=self.delimiter), path, on_error)
+        except FILE_ERRORS as exc:  # opening, or closing; reading reports its line itself
+            raise unreadable(path, exc) from None
+
+    def _rows(self, reader: Any, path: Path, on_error: OnError) -> Iterator[RawRow]:
+        header: list[str] | None = None
+        previous = 0
+        while True:
+            start = previous + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise RecordError(
+                    f"unreadable {self.name.upper()}: {brief(exc)}", path=str(path), line=start
+                ) from None
+            except FILE_ERRORS as exc:
+                raise unreadable(path, exc, previous) from None
+            previous = reader.line_num
+            if not values:
+                continue
+            bad = _undecoded(values)
+            if bad is not None:
+                where = f"column '{header[bad]}'" if header and bad < len(header) else "the header"
+                err = RecordError(f"not valid UTF-8 (in {where})", path=str(path), line=start)
                 if header is None:
-                    header = self._header(values, path, start)
-                    continue
-                if len(values) != len(header):
-                    on_error(
-                        RecordError(
-                            f"has {len(values)} values but the header has {len(header)} columns",
-                            path=str(path),
-                            line=start,
-                        )
+                    raise err
+                on_error(err)
+                continue
+            if header is None:
+                header = self._header(values, path, start)
+                continue
+            if len(values) != len(header):
+                on_error(
+                    RecordError(
+                        f"has {len(values)} values but the header has {len(header)} columns",
+                        path=str(path),
+                        line=start,
                     )
-                    continue
-                yield RawRow(start, dict(zip(header, values, strict=True)))
+                )
+                continue
+            yield RawRow(start, dict(zip(header, values, strict=True)))
 
     def _header(self, values: list[str], path: Path, line: int) -> list[str]:
         names = [v.strip() for v in values]
@@ -290,6 +435,19 @@ class CsvFormat(Format):
                 raise FormatError(f"{path}:{line}: the header row has {what}")
             seen.add(name)
         return names
+
+
+#: What ``surrogateescape`` decoding makes of bytes that are not UTF-8.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _undecoded(values: list[str]) -> int | None:
+    """The index of the first value holding bytes that were not UTF-8, or ``None`` (ASCII
+    values are checked in constant time)."""
+    for index, value in enumerate(values):
+        if not value.isascii() and _UNDECODED.search(value):
+            return index
+    return None
 
 
 class TsvFormat(CsvFormat):
@@ -305,98 +463,17 @@ class TxtFormat(Format):
 
     name = "txt"
     suffixes = (".txt", ".txt.gz")
+    json_values = True
 
     def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        with _open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = _decode_line(raw, path, number).rstrip("\r\n")
-                except RecordError as err:
-                    on_error(err)
-                    continue
-                if text.strip():
-                    yield RawRow(number, {"text": text})
-
-
-def _arrow_rows(batches: Iterator[Any], first: int) -> Iterator[RawRow]:
-    number = first
-    for batch in batches:
-        for row in batch.to_pylist():
-            yield RawRow(number, row)
-            number += 1
-
-
-class ParquetFormat(Format):
-    """Apache Parquet, read with pyarrow in batches; a row's line is its 1-based row number."""
-
-    name = "parquet"
-    suffixes = (".parquet", ".pq")
-
-    def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(str(path))
-        except (pa.ArrowException, OSError) as exc:
-            raise FormatError(f"{path}: not a readable Parquet file: {exc}") from None
-        with contextlib.closing(parquet):
-            yield from _arrow_rows(parquet.iter_batches(batch_size=4096), 1)
-
-
-class HfDatasetFormat(Format):
-    """A directory written by ``datasets.Dataset.save_to_disk``: ``state.json`` lists the Arrow
-    files in order and ``dataset_info.json`` describes them. Read with pyarrow alone (the
-    ``datasets`` package is not needed); a row's line is its 1-based row number."""
-
-    name = "hf"
-    suffixes = ()
-
-    def detect(self, path: Path) -> bool:
-        if not path.is_dir():
-            return False
-        if (path / "dataset_dict.json").is_file():
-            return True
-        return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-
-    def read(self, path: Path, on_error: OnError) -> Iterator[RawRow]:
-        import pyarrow as pa
-
-        if (path / "dataset_dict.json").is_file() and not (path / "state.json").is_file():
-            splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
-            hint = f"; read one split, e.g. {path / splits[0]}" if splits else ""
-            raise FormatError(
-                f"{path} is a saved DatasetDict with splits {', '.join(splits) or 'none'}{hint}"
-            )
-        try:
-            state = json.loads((path / "state.json").read_text("utf-8"))
-            files = [entry["filename"] for entry in state["_data_files"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise FormatError(
-                f"{path}: state.json does not list the dataset's Arrow files ({exc})"
-            ) from None
-        first = 1
-        for filename in files:
-            file_path = path / filename
-            if not file_path.is_file():
-                raise FormatError(f"{path}: state.json lists {filename}, which is missing")
-            with pa.memory_map(str(file_path)) as source:
-                try:
-                    reader = pa.ipc.open_stream(source)
-                except pa.ArrowInvalid:
-                    source.seek(0)
-                    try:
-                        reader = pa.ipc.open_file(source)
-                    except pa.ArrowInvalid as exc:
-                        raise FormatError(f"{file_path}: not an Arrow file: {exc}") from None
-                    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-                else:
-                    batches = iter(reader)
-                count = 0
-                for row in _arrow_rows(batches, first):
-                    count += 1
-                    yield row
-                first += count
+        for number, raw in _numbered_lines(path):
+            try:
+                text = _decode_line(raw, path, number).rstrip("\r\n")
+            except RecordError as err:
+                on_error(err)
+                continue
+            if text.strip():
+                yield RawRow(number, {"text": text})
 
 
 @hookimpl
@@ -432,17 +509,37 @@ def choose_format(path: Path, options: LoadOptions, formats: dict[str, type[Form
         fmt = cls()
         if fmt.detect(path):
             return fmt
-    kind = "directory" if path.is_dir() else "file"
+    what = "directory" if path.is_dir() else "file"
     raise FormatError(
-        f"cannot tell the format of {kind} {path}; pass --format with one of: {_known(formats)}"
+        f"cannot tell the format of {what} {path}; pass --format with one of: {_known(formats)}"
     )
+
+
+def _check_source(path: Path) -> None:
+    """Refuse what cannot be read as records before choosing a format: a missing path, one
+    that cannot be reached (a symbolic-link loop, a folder without permission), and what is
+    neither a regular file nor a folder (a device such as /dev/zero, a pipe, a socket),
+    which could be read forever and cannot be hashed."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FormatError(f"no such file or directory: {path}") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read: {exc.strerror or brief(exc)}") from None
+    except ValueError as exc:  # a NUL byte in the name
+        raise FormatError(f"{path!r} is not a usable path ({brief(exc)})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FormatError(
+            f"{path} is not a regular file or a folder (a device, pipe or socket); save the "
+            "records to a file and read that"
+        )
 
 
 def read_rows(path: Path, options: LoadOptions, formats: dict[str, type[Format]]) -> Rows:
     """Read every row of ``path``; bad rows raise or, when ``options.on_error`` is "skip",
-    are left out and kept on ``Rows.errors``."""
-    if not path.exists():
-        raise FormatError(f"no such file or directory: {path}")
+    are left out and kept on ``Rows.errors``. A file that cannot be read is a
+    :class:`FormatError` naming it, whatever library failed."""
+    _check_source(path)
     fmt = choose_format(path, options, formats)
     errors: list[RecordError] = []
 
@@ -451,11 +548,14 @@ def read_rows(path: Path, options: LoadOptions, formats: dict[str, type[Format]]
             raise err
         errors.append(err)
 
+    file_errors = arrow_errors() if "pyarrow" in sys.modules else FILE_ERRORS
     try:
         rows = list(fmt.read(path, on_error))
     except IsADirectoryError:
         raise FormatError(f"{path} is a directory, which format '{fmt.name}' cannot read") from None
-    return Rows(rows, path=str(path), format=fmt.name, errors=errors)
+    except file_errors as exc:
+        raise unreadable(path, exc) from None
+    return Rows(rows, path=str(path), format=fmt.name, errors=errors, json_values=fmt.json_values)
 
 
 @hookimpl(trylast=True)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from selectkit.data.fields import MISSING, field_names, get_field, is_empty, text_value
+from selectkit.data.fields import MISSING, field_names, get_field, is_empty, kind, text_value
 from selectkit.data.formats import LoadOptions
 from selectkit.errors import RecordError
 from selectkit.hookspecs import hookimpl
@@ -69,8 +69,9 @@ class Shape(ABC):
         required: bool = True,
         nonempty: bool = False,
     ) -> str:
-        """The text of a field: a missing required field, a value that is not text, or (with
-        ``nonempty``) an empty value raises a RecordError naming the field."""
+        """The text of a field (null is empty text): a missing required field, a value that
+        is not text, or (with ``nonempty``) an empty value raises a RecordError naming the
+        field."""
         actual = self.field(canonical, options)
         value = get_field(row, actual)
         if value is MISSING:
@@ -86,16 +87,9 @@ class Shape(ABC):
                 f"{', '.join(field_names(row)) or 'no fields'}{hint}",
                 field=actual,
             )
-        if value is None:
-            text = ""
-        else:
-            converted = text_value(value)
-            if converted is None:
-                raise RecordError(
-                    f"must be text ({self._role(canonical, options)}), not {type(value).__name__}",
-                    field=actual,
-                )
-            text = converted
+        text = as_text(value, options)
+        if text is None:
+            raise not_text(value, f"must be text ({self._role(canonical, options)})", actual)
         if nonempty and is_empty(text):
             raise RecordError(
                 f"empty response ({self._role(canonical, options)}): a record needs a "
@@ -103,6 +97,33 @@ class Shape(ABC):
                 field=actual,
             )
         return text
+
+
+_CONVERT_HINT = (
+    "pass --convert-values (or LoadOptions(convert_values=True)) to read numbers and booleans "
+    "as text"
+)
+
+
+def as_text(value: Any, options: LoadOptions) -> str | None:
+    """A text field's value: text as it is, null as empty text, and numbers and booleans as
+    text only when ``options.convert_values`` says so; ``None`` when it is not text."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return text_value(value, numbers=options.convert_values)
+
+
+def not_text(value: Any, what: str, field: str) -> RecordError:
+    """The error for a value :func:`as_text` refused: ``what`` is how the field is used."""
+    found = kind(value)
+    hint = ""
+    if found in ("a number", "a boolean"):
+        hint = f"; {_CONVERT_HINT}"
+    elif found in ("NaN", "an infinite number"):
+        hint = "; NaN and infinities are never text: write the text, or null for none"
+    return RecordError(f"{what}, not {found}{hint}", field=field)
 
 
 class AlpacaShape(Shape):
@@ -164,7 +185,7 @@ def _messages_value(value: Any) -> Any:
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             decoded = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
             return value
         if isinstance(decoded, list):
             return decoded
@@ -213,11 +234,10 @@ class ChatShape(Shape):
                     field=f"{where}.role",
                 )
             content = message.get("content")
-            text = "" if content is None else text_value(content)
+            text = as_text(content, options)
             if text is None:
-                raise RecordError(
-                    f"message {index} must have text content, not {type(content).__name__}",
-                    field=f"{where}.content",
+                raise not_text(
+                    content, f"message {index} must have text content", f"{where}.content"
                 )
             messages.append({"role": role, "content": text})
         last = messages[-1]

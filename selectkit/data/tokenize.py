@@ -7,6 +7,11 @@ by tokenizing the rendered prompt (with the generation prompt of a chat template
 it is a prefix of the full ids; when tokenization across the boundary differs, character offsets
 decide instead.
 
+A causal LM predicts each token from the ones before it, so the loss never covers the first
+token of an example (its label is dropped by the one-position shift every loss makes); an
+example whose loss mask covers nothing after that first position has nothing to learn from and
+is refused here, where its file and line are known, rather than in the gradient pass.
+
 The tokenizer is any Hugging Face tokenizer (duck-typed: nothing here imports transformers).
 """
 
@@ -34,8 +39,20 @@ class Tokenized:
 
     @property
     def response_length(self) -> int:
-        """How many tokens the loss covers."""
+        """How many tokens the loss mask marks (the response's token cost)."""
         return sum(self.loss_mask)
+
+    @property
+    def loss_tokens(self) -> int:
+        """How many tokens a causal LM's loss takes: the marked ones after the first position,
+        since the first token has nothing before it to be predicted from."""
+        return loss_token_count(self.loss_mask)
+
+
+def loss_token_count(loss_mask: Sequence[bool]) -> int:
+    """The loss-mask entries a causal LM predicts: every one but the first position's (labels
+    are shifted by one, as ``features.gradients.response_losses`` and Hugging Face models do)."""
+    return sum(loss_mask[1:])
 
 
 @dataclass
@@ -194,6 +211,19 @@ def _truncate(
         else:
             raise ParamError(f"truncation must be left or right, not '{truncation}'")
     mask = [False] * n_prompt + [True] * (len(ids) - n_prompt)
+    if loss_token_count(mask) == 0:  # one token left: a causal LM predicts none at position 0
+        if max_length is not None and max_length < 2:
+            reason = (
+                f"truncated away: max_length {max_length} (--max-length) keeps one token, which "
+                "nothing before it predicts, so no response token is left to take a loss over; "
+                "raise max_length to 2 or more"
+            )
+        else:
+            reason = (
+                "the example is one token, which nothing before it predicts, so no response "
+                "token is left to take a loss over; give the record a prompt or a longer response"
+            )
+        raise RecordError(reason, **_where(record))
     return Tokenized(list(ids), mask)
 
 

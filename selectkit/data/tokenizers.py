@@ -1,5 +1,8 @@
 """The built-in ``selectkit_load_tokenizer`` hook: local paths, hub names and the bundled model.
 
+``smollm2`` is reserved: only first-party plugins are asked for it. Any other spec is asked of
+the plugins first and of the built-in fallback (a local folder, a hub name) last.
+
 transformers is imported inside the functions, never at module level, so importing
 ``selectkit.data`` stays light (no torch, no transformers) for model-free methods and the CLI.
 """
@@ -46,6 +49,24 @@ def smollm2_directory() -> str:
     return next(iter(spec.submodule_search_locations))
 
 
+def remote_code_refused(exc: BaseException, what: str, python: str) -> ParamError | None:
+    """The error for ``what`` (``"tokenizer 'x' from ..."``) refused by transformers because it
+    needs its own code, or None for another error. transformers tells the user to pass
+    ``trust_remote_code=True``, which is no help on the command line: say both spellings."""
+    if "trust_remote_code" not in str(exc):
+        return None
+    return ParamError(
+        f"{what} needs to run its own Python code, which is never run unless you allow it: "
+        f"read that code, then pass --trust-remote-code (in Python: {python})"
+    )
+
+
+def is_reserved_tokenizer(spec: str) -> bool:
+    """Whether ``spec`` names a tokenizer selectkit ships, which only first-party plugins
+    answer."""
+    return spec == SMOLLM2
+
+
 def _smollm2() -> Any:
     from transformers import AutoTokenizer
 
@@ -55,7 +76,8 @@ def _smollm2() -> Any:
 @hookimpl(trylast=True)
 def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
     """A tokenizer from a local directory, the hub, or ``smollm2`` (the bundled offline model);
-    ``None`` for a spec that is neither an existing path nor a hub-like name."""
+    ``None`` for a spec that is neither an existing path nor a hub-like name. Called last for an
+    ordinary spec, and alone with the other first-party plugins for ``smollm2``."""
     if spec == SMOLLM2:
         return _smollm2()
     path = Path(spec).expanduser()
@@ -71,6 +93,11 @@ def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # hub and file errors come in many types; say which spec failed
         where = f"local path {source}" if path.exists() else "the Hugging Face hub (offline?)"
+        refused = remote_code_refused(
+            exc, f"tokenizer '{spec}' from {where}", "trust_remote_code=True"
+        )
+        if refused is not None:
+            raise refused from exc
         raise ParamError(f"cannot load tokenizer '{spec}' from {where}: {exc}") from exc
 
 
@@ -80,7 +107,12 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False, host: Host | N
         from selectkit.host import get_host
 
         host = get_host()
-    tokenizer = host.hook.selectkit_load_tokenizer(spec=spec, trust_remote_code=trust_remote_code)
+    hook = (
+        host.first_party_hook("selectkit_load_tokenizer")
+        if is_reserved_tokenizer(spec)
+        else host.hook.selectkit_load_tokenizer
+    )
+    tokenizer = hook(spec=spec, trust_remote_code=trust_remote_code)
     if tokenizer is None:
         raise ParamError(
             f"no tokenizer '{spec}': not an existing path, not a hub name, and no plugin "

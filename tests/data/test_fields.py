@@ -6,6 +6,7 @@ from selectkit.data.fields import (
     get_field,
     has_field,
     is_empty,
+    kind,
     text_value,
 )
 
@@ -55,6 +56,24 @@ def test_is_empty_and_text_value():
     assert text_value(3) == "3" and text_value(1.5) == "1.5"
     assert text_value(True) == "true"
     assert text_value({"a": 1}) is None and text_value([1]) is None and text_value(None) is None
+    assert text_value(float("nan")) is None and text_value(float("inf")) is None  # never text
+    assert text_value(3, numbers=False) is None and text_value(True, numbers=False) is None
+    assert text_value("s", numbers=False) == "s"
+
+
+def test_kind_names_values_for_messages():
+    assert [kind(v) for v in (None, True, 3, 1.5, "s", [1], (1,), {"a": 1})] == [
+        "null",
+        "a boolean",
+        "a number",
+        "a number",
+        "a string",
+        "a list",
+        "a list",
+        "an object",
+    ]
+    assert kind(float("nan")) == "NaN" and kind(-float("inf")) == "an infinite number"
+    assert kind(b"x") == "a bytes"
 
 
 def test_field_names_are_dotted_and_capped():

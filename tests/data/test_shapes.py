@@ -38,12 +38,39 @@ def test_alpaca_field_map_and_dotted_paths():
     assert AlpacaShape().parse(row, options) == Parsed("Sum.\n\n2 2", "4")
 
 
-def test_numbers_are_text_but_objects_are_not():
-    parsed = PromptCompletionShape().parse({"prompt": "1+1", "completion": 2}, OPTS)
-    assert parsed.response == "2"
-    with pytest.raises(RecordError, match="must be text") as info:
-        PromptCompletionShape().parse({"prompt": {"a": 1}, "completion": "x"}, OPTS)
-    assert info.value.field == "prompt"
+@pytest.mark.parametrize(
+    ("value", "found"), [(2, "a number"), (2.5, "a number"), (True, "a boolean")]
+)
+def test_numbers_are_refused_as_text_unless_converted(value, found):
+    row = {"prompt": "1+1", "completion": value}
+    with pytest.raises(RecordError, match=rf"must be text .*, not {found}; pass --convert-values"):
+        PromptCompletionShape().parse(row, OPTS)
+    converted = PromptCompletionShape().parse(row, LoadOptions(convert_values=True))
+    assert converted.response == {2: "2", 2.5: "2.5", True: "true"}[value]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_never_text(value):
+    row = {"prompt": "x", "completion": value}
+    for options in (OPTS, LoadOptions(convert_values=True)):
+        with pytest.raises(RecordError, match="never text") as info:
+            PromptCompletionShape().parse(row, options)
+        assert info.value.field == "completion"
+
+
+def test_chat_content_numbers_follow_the_same_rule():
+    row = {"messages": [{"role": "user", "content": 7}, {"role": "assistant", "content": "x"}]}
+    with pytest.raises(RecordError, match="not a number; pass --convert-values") as info:
+        ChatShape().parse(row, OPTS)
+    assert info.value.field == "messages[0].content"
+    assert ChatShape().parse(row, LoadOptions(convert_values=True)).prompt == "7"
+
+
+def test_objects_are_never_text():
+    for options in (OPTS, LoadOptions(convert_values=True)):
+        with pytest.raises(RecordError, match=r"must be text .*, not an object") as info:
+            PromptCompletionShape().parse({"prompt": {"a": 1}, "completion": "x"}, options)
+        assert info.value.field == "prompt"
 
 
 def test_missing_field_names_the_field_and_the_map():
