@@ -65,7 +65,7 @@ class BilevelParams(ModelParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.level not in ("example", "group"):
-            raise ParamError(f"bilevel: level must be example or group, not '{self.level}'")
+            raise ParamError(f"level must be example or group, not '{self.level}'")
         if self.checkpoints:
             raise ParamError(
                 "bilevel trains its own adapter from a fresh LoRA; leave checkpoints empty"
@@ -103,7 +103,9 @@ class Bilevel(Method):
         codes, names = group_codes(pool) if p.level == "group" else (None, [])
         if len(pool) == 0:
             raise ParamError("the pool is empty: there is nothing to weight")
-        loaded = GradientPipeline(p, context).loaded
+        pipeline = GradientPipeline(p, context)
+        pipeline.check(pool, target, checkpoints=False)
+        loaded = pipeline.loaded
         pool_examples, target_examples = (
             tokenize_subset(
                 records,

@@ -107,7 +107,7 @@ class ReweightConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ParamError(f"bilevel: {message}")
+                raise ParamError(f"reweighting: {message}")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ pools.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
@@ -30,19 +30,22 @@ from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import FacilityLocation
 from selectkit.solvers.rows import combine_checkpoints
 
+CheckpointsUsed = Literal["last", "all"]
+Metric = Literal["euclidean", "cosine"]
+
 
 @dataclass(frozen=True)
 class CraigParams(GradientParams):
     """Parameters of ``craig``: the shared gradient parameters, plus the similarity's."""
 
-    checkpoints_used: Literal["last", "all"] = field(
+    checkpoints_used: CheckpointsUsed = field(
         default="last",
         metadata={
             "help": "last: gradients at the last warmup checkpoint (the paper's current "
             "model); all: every checkpoint side by side, scaled by sqrt(learning rate)"
         },
     )
-    metric: Literal["euclidean", "cosine"] = field(
+    metric: Metric = field(
         default="euclidean",
         metadata={
             "help": "euclidean: CRAIG's D - ||f_i - f_j||; cosine: (1 + cos) / 2, which "
@@ -53,6 +56,10 @@ class CraigParams(GradientParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.checkpoints_used not in get_args(CheckpointsUsed):
+            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
+        if self.metric not in get_args(Metric):
+            raise ParamError(f"metric must be euclidean or cosine, not '{self.metric}'")
         if self.memory_mb < 1:
             raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
@@ -70,7 +77,14 @@ class Craig(Method):
         p = self.params
         context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
-        pipeline.check_examples(pool)
+        pipeline.check(pool)
+        pipeline.check_rows_fit(
+            len(pool),
+            p.checkpoints_used,
+            what="craig",
+            copies=2,  # the rows, and their normalized or centred copy
+            extra=p.memory_mb << 20,
+        )
         pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
         rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
         return FacilityLocation(rows, metric=p.metric, memory_limit=p.memory_mb << 20)

@@ -34,7 +34,7 @@ class GraNd(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         pipeline = GradientPipeline(self.params, context)
-        pipeline.check_examples(pool)
+        pipeline.check(pool)
         feature_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
         norms = np.stack([entry.column("grad_norm") for entry in feature_sets])
         return Scores(norms.astype(np.float64).mean(axis=0))
@@ -51,7 +51,7 @@ class EL2N(Method):
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         params: ModelParams = self.params
         pipeline = GradientPipeline(params, context)
-        pipeline.check_examples(pool)
+        pipeline.check(pool)
         checkpoints = pipeline.checkpoints(pool)
         loaded = pipeline.loaded
         config = FeaturizeConfig(max_length=params.max_length)

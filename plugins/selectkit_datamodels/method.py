@@ -12,6 +12,7 @@ one training run per subset; for small models).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,10 @@ class DatamodelsParams(GradientParams):
             )
         if self.estimator == "trak" and self.runs:
             raise ParamError("runs is only used by estimator=regression; drop it or switch")
+        if self.runs and not Path(self.runs).expanduser().is_dir():
+            raise ParamError(f"runs: folder {self.runs} does not exist")
+        if not math.isfinite(self.damping) or self.damping < 0:
+            raise ParamError(f"damping must be a finite number >= 0, got {self.damping}")
 
 
 class Datamodels(Method):

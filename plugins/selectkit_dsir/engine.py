@@ -67,10 +67,29 @@ CHUNK_CHARS = 1 << 23
 BATCH_CHARS = 1 << 17
 # Bucket ids kept between the raw pass and the weighting pass (see fit_log_weights).
 CACHE_BYTES = 1 << 29
+# Arrays of ``num_buckets`` int64 or float64 values DSIR holds at its peak in the main process:
+# the target and raw counts, a counting task's counts and its two bincounts, and the log-ratio
+# with its temporaries (bucket_log_ratio); and per worker process: its task's three arrays, the
+# log-ratio copy it weights with, and two results in flight back to the main process.
+MAIN_ARRAYS = 9
+WORKER_ARRAYS = 6
 # Below this many characters in all, hashing in-process beats starting worker processes
 # (spawning costs ~0.4 s; one core hashes ~30M characters a second; on 2 cores, DSIR on 23M
 # characters took 0.7 s in-process and 1.0 s with workers, on 68M 1.7 s and 1.6 s).
 MIN_PARALLEL_CHARS = 64_000_000
+
+
+def memory_needed(num_buckets: int, workers: int = 0) -> int:
+    """About the peak bytes DSIR allocates in proportion to ``num_buckets``, hashing in this
+    process (``workers=0``) or with ``workers`` worker processes."""
+    return 8 * num_buckets * (MAIN_ARRAYS + WORKER_ARRAYS * workers)
+
+
+def uses_workers(total_chars: int, n_jobs: int) -> int:
+    """How many worker processes hashing ``total_chars`` characters with ``n_jobs`` starts
+    (0: it stays in-process, as a small input does)."""
+    jobs = resolve_jobs(n_jobs)
+    return jobs if jobs > 1 and total_chars >= MIN_PARALLEL_CHARS else 0
 
 
 class EmptyTargetError(ValueError):

@@ -14,6 +14,7 @@ from typing import Literal
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.methods import Context, Method
+from selectkit.resources import check_memory
 from selectkit.solvers.objectives import LogWeights
 from selectkit_dsir.engine import (
     DEFAULT_CHUNK_SIZE,
@@ -22,7 +23,12 @@ from selectkit_dsir.engine import (
     DEFAULT_SMOOTHING,
     EmptyTargetError,
     HashedNgrams,
+    memory_needed,
+    uses_workers,
 )
+
+#: Bucket ids are stored as uint32 between DSIR's two passes.
+MAX_BUCKETS = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -78,18 +84,37 @@ class DSIRParams:
     )
 
     def __post_init__(self) -> None:
-        if self.num_buckets < 1:
-            raise ValueError(f"num_buckets must be positive, not {self.num_buckets}")
-        if self.hashing not in ("fast", "reference"):
-            raise ValueError(f"hashing must be 'fast' or 'reference', not {self.hashing!r}")
-        if self.ngrams not in (1, 2):
-            raise ValueError(f"ngrams must be 1 or 2, not {self.ngrams}")
-        if not 0 <= self.smoothing < 1:
-            raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")
-        if self.min_example_length < 0:
-            raise ValueError(f"min_example_length must be >= 0, not {self.min_example_length}")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, not {self.chunk_size}")
+        checks = [
+            (
+                1 <= self.num_buckets <= MAX_BUCKETS,
+                f"num_buckets must be in [1, 2**32], got {self.num_buckets}",
+            ),
+            (
+                self.hashing in ("fast", "reference"),
+                f"hashing must be fast or reference, got '{self.hashing}'",
+            ),
+            (self.ngrams in (1, 2), f"ngrams must be 1 or 2, got {self.ngrams}"),
+            (0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}"),
+            (
+                self.min_example_length >= 0,
+                f"min_example_length must be >= 0, got {self.min_example_length}",
+            ),
+            (self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ParamError(message)
+        self.check_fits(workers=0)
+
+    def check_fits(self, workers: int) -> None:
+        """Refuse ``num_buckets`` whose arrays do not fit in the memory available."""
+        where = f" with {workers} worker processes" if workers else ""
+        check_memory(
+            memory_needed(self.num_buckets, workers),
+            f"num_buckets={self.num_buckets} (DSIR's bucket counts and log-weights{where})",
+            f"use fewer buckets (the reference uses {DEFAULT_NUM_BUCKETS})"
+            + (", or fewer processes (-j)" if workers else ""),
+        )
 
 
 class DSIR(Method):
@@ -114,6 +139,12 @@ class DSIR(Method):
         if target is None or len(target) == 0:
             raise ParamError("method 'dsir' needs a non-empty target set (--target FILE)")
         p: DSIRParams = self.params
+        chars = sum(map(len, target.texts)) + sum(map(len, pool.texts))
+        try:
+            workers = uses_workers(chars, context.n_jobs)
+        except ValueError as exc:  # a negative n_jobs
+            raise ParamError(f"method 'dsir': {exc}") from None
+        p.check_fits(workers)
         with HashedNgrams(
             p.num_buckets,
             p.ngrams,

@@ -24,8 +24,9 @@ match the target along the whole warmup trajectory (at ``checkpoints x dim`` fea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
@@ -39,12 +40,14 @@ from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Matching
 from selectkit.solvers.rows import combine_checkpoints, row_mean
 
+CheckpointsUsed = Literal["last", "all"]
+
 
 @dataclass(frozen=True)
 class GradMatchParams(GradientParams):
     """Parameters of ``gradmatch``: the shared gradient parameters, plus the matching's."""
 
-    checkpoints_used: Literal["last", "all"] = field(
+    checkpoints_used: CheckpointsUsed = field(
         default="last",
         metadata={
             "help": "last: match at the last warmup checkpoint (the paper's current model); "
@@ -62,8 +65,10 @@ class GradMatchParams(GradientParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.l2 >= 0:
-            raise ParamError(f"l2 must be >= 0, got {self.l2}")
+        if self.checkpoints_used not in get_args(CheckpointsUsed):
+            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ParamError(f"l2 must be >= 0 and finite, got {self.l2}")
         if self.memory_mb < 1:
             raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
@@ -80,9 +85,16 @@ class GradMatch(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Matching:
         p = self.params
-        context.count_budget(self.name)
+        budget = context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
-        pipeline.check_examples(pool, *([target] if target is not None else []))
+        pipeline.check(pool, *([target] if target is not None else []))
+        pipeline.check_rows_fit(  # the selected rows and their Gram matrix, in float64
+            budget,
+            p.checkpoints_used,
+            what="gradmatch",
+            copies=2,
+            extra=(p.memory_mb << 20) + 8 * budget * budget,
+        )
         checkpoints = pipeline.checkpoints(pool)
         pool_sets = pipeline.features(pool, "sgd", checkpoints)
         rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)

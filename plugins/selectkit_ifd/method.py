@@ -21,7 +21,9 @@ no IFD; they are ruled out, and a pool of raw text only is refused before any mo
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,7 +87,7 @@ class Ifd(Method):
                 "of the pool has one (raw text only)"
             )
         pipeline = GradientPipeline(p, context)
-        pipeline.check_examples(pool)
+        pipeline.check(pool, without_instruction(pool), checkpoints=p.scorer == "warmup")
         loaded = pipeline.loaded
         checkpoint = pipeline.checkpoints(pool)[-1] if p.scorer == "warmup" else None
         model = with_adapter(loaded.model, checkpoint)
@@ -115,8 +117,9 @@ def ifd_scores(
     """``s(A | Q) / s(A)`` for every record, in pool order (float64). A record whose losses are
     not finite and positive raises :class:`RecordError` naming it."""
     with_instruction = tokenize_pool(pool, tokenizer, FeaturizeConfig(max_length=max_length))
-    alone = [Record(id=record.id, prompt="", response=record.response) for record in pool]
-    without = tokenize_pool(alone, tokenizer, FeaturizeConfig(max_length=max_length))
+    without = tokenize_pool(
+        without_instruction(pool), tokenizer, FeaturizeConfig(max_length=max_length)
+    )
     pad = pad_token_id(tokenizer)
     run = {"batch_size": batch_size, "progress": progress}
     conditioned = example_losses(model, with_instruction, pad, desc="IFD: s(A|Q)", **run)
@@ -131,3 +134,8 @@ def ifd_scores(
             line=record.line,
         )
     return conditioned / direct
+
+
+def without_instruction(pool: Sequence[Record]) -> list[Record]:
+    """Each record's response alone, as raw text (``s(A)``), still naming its file and line."""
+    return [dataclasses.replace(record, prompt="", messages=None) for record in pool]

@@ -71,7 +71,14 @@ class KCenterMethod(Method):
         p = self.params
         context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
-        pipeline.check_examples(pool)
+        pipeline.check(pool)
+        pipeline.check_rows_fit(
+            len(pool),
+            p.checkpoints_used,
+            what="kcenter",
+            copies=2 if p.metric == "cosine" else 1,  # the rows, and their normalized copy
+            extra=p.memory_mb << 20,
+        )
         pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
         rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
         return KCenter(rows, metric=p.metric, weighted=p.weighted, memory_limit=p.memory_mb << 20)

@@ -12,7 +12,7 @@ takes the top scores under the budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -34,12 +34,14 @@ from selectkit_less.aggregate import (
     subtask_labels,
 )
 
+Aggregate = Literal["subtask_max", "mean", "max", "round_robin"]
+
 
 @dataclass(frozen=True)
 class LessParams(GradientParams):
     """Parameters of ``less``; defaults follow the paper except the LoRA rank (8, not 128)."""
 
-    aggregate: Literal["subtask_max", "mean", "max", "round_robin"] = field(
+    aggregate: Aggregate = field(
         default="subtask_max",
         metadata={
             "help": "subtask_max: mean within each target subtask, then max (LESS); mean or max "
@@ -53,6 +55,13 @@ class LessParams(GradientParams):
             "empty: the target's groups, or one subtask when it has none"
         },
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aggregate not in get_args(Aggregate):
+            raise ParamError(
+                f"aggregate must be one of {list(get_args(Aggregate))}, not '{self.aggregate}'"
+            )
 
 
 class Less(Method):

@@ -86,6 +86,16 @@ class ScaledRows:
         return rows * self.scale[start:stop, None]
 
 
+def memory_needed(num_rows: int, num_targets: int, dim: int) -> int:
+    """About the peak bytes :func:`trak_scores` allocates (float64): the kernel, its
+    eigenvectors and the eigensolver's workspace (``3 · d²``, or ``3 · n²`` plus the pool rows in
+    the dual form), the solved targets, one checkpoint's scores and the ensemble's."""
+    n, m, d = num_rows, num_targets, dim
+    dual = n * d + 3 * n * n + n * m
+    primal = 3 * d * d + d * m + n * m + CHUNK_BYTES // 8
+    return 8 * ((dual if n <= d else primal) + n * m + m * d)
+
+
 def check_damping(num_rows: int, dim: int, damping: float) -> None:
     """Refuse a kernel that cannot be inverted before any work: without damping, ``ΦᵀΦ`` has
     rank at most ``num_rows``, so it is singular when ``num_rows < dim``."""

@@ -25,8 +25,9 @@ from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientParams, GradientPipeline
 from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
+from selectkit.resources import check_memory
 from selectkit.solvers.objectives import Scores
-from selectkit_trak.kernel import ScaledRows, check_damping, trak_scores
+from selectkit_trak.kernel import ScaledRows, check_damping, memory_needed, trak_scores
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class Trak(Method):
         and losses at each checkpoint (see the module docstring)."""
         params: TrakParams = self.params
         check_damping(len(pool), params.dim, params.damping)
+        check_memory(
+            memory_needed(len(pool), len(target), params.dim),
+            f"trak on {len(pool)} pool records and {len(target)} targets at dim {params.dim}",
+            "lower dim (the kernel is dim x dim), or score a smaller pool or target",
+        )
         pool_sets, target_sets = GradientPipeline(params, context).pool_and_target_features(
             pool, target
         )

@@ -10,39 +10,70 @@ the warmup and the pool's features and only computes what is new.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import json
+import math
+import os
+import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from selectkit.errors import ParamError
+from selectkit.data.tokenize import tokenize_many
+from selectkit.errors import ParamError, RecordError, StoreError
 from selectkit.features import locks
-from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
+from selectkit.features.featurize import FeaturizeConfig, featurize
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.features.gradient_types import GradientKind
+from selectkit.features.projectors import GEN_BLOCK
 from selectkit.features.store import FeatureSet, FeatureStore, default_root
+from selectkit.models.loading import DType
 from selectkit.models.lora import LoraSpec
+from selectkit.resources import check_memory
 
 if TYPE_CHECKING:
-    from selectkit.data.pool import Pool
+    from selectkit.data.pool import Pool, Record
     from selectkit.host import Host
     from selectkit.methods import Context
     from selectkit.models.loading import LoadedModel
+    from selectkit.train.checkpoints import Checkpoint
+
+StoreDType = Literal["float32", "float16"]
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def _refuse_first(checks: list[tuple[bool, str]]) -> None:
+    """Raise a :class:`ParamError` with the message of the first failed check."""
+    for ok, message in checks:
+        if not ok:
+            raise ParamError(message)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def checkpoint_folders(text: str) -> list[Path]:
+    """The folders of a comma-separated ``checkpoints`` value."""
+    return [Path(part.strip()).expanduser() for part in text.split(",") if part.strip()]
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """Parameters of every method that runs the model: which model, its warmup and adapter,
     and how examples are batched. Methods that need no projected gradients (EL2N, IFD)
-    subclass this; the gradient methods subclass :class:`GradientParams`."""
+    subclass this; the gradient methods subclass :class:`GradientParams`.
+
+    Every value is checked when the parameters are made (when the command line reads ``-p``),
+    so a value that cannot work is refused before anything loads."""
 
     model: str = field(
         default="smollm2",
@@ -75,29 +106,84 @@ class ModelParams:
     batch_size: int = field(default=16, metadata=_help("examples per forward (and backward) pass"))
     max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
-    model_dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16"))
+    model_dtype: DType = field(default="float32", metadata=_help("dtype of the model's weights"))
     cache_dir: str = field(
         default="",
         metadata=_help("feature store folder, warmups beside it (default: SELECTKIT_CACHE_DIR)"),
     )
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_length < 1:
-            raise ParamError("batch_size and max_length must be positive")
-        if self.warmup_runs < 1:
-            raise ParamError(f"warmup_runs must be at least 1, got {self.warmup_runs}")
-        if self.checkpoints and self.warmup_runs != 1:
-            raise ParamError(
-                "warmup_runs applies to the built-in warmup; with checkpoints given, list the "
-                "folders of every run in checkpoints"
-            )
+        _refuse_first(
+            [
+                (
+                    bool(self.model.strip()),
+                    "model must name a model: a folder, a hub name, smollm2 or tiny-llama",
+                ),
+                (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+                (
+                    self.max_length >= 2,
+                    f"max_length must be >= 2 tokens (a causal LM predicts each token from the "
+                    f"ones before it, so one token leaves nothing to learn), got {self.max_length}",
+                ),
+                (
+                    0 < self.warmup_fraction <= 1,
+                    f"warmup_fraction must be in (0, 1], got {self.warmup_fraction}",
+                ),
+                (self.warmup_epochs >= 1, f"warmup_epochs must be >= 1, got {self.warmup_epochs}"),
+                (
+                    _positive(self.warmup_lr),
+                    f"warmup_lr must be a finite number > 0, got {self.warmup_lr}",
+                ),
+                (
+                    self.warmup_batch_size >= 1,
+                    f"warmup_batch_size must be >= 1, got {self.warmup_batch_size}",
+                ),
+                (self.warmup_runs >= 1, f"warmup_runs must be at least 1, got {self.warmup_runs}"),
+                (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}"),
+                (
+                    _positive(self.lora_alpha),
+                    f"lora_alpha must be a finite number > 0, got {self.lora_alpha}",
+                ),
+                (
+                    self.lora_targets == "all-linear"
+                    or all(name.strip().isidentifier() for name in self.lora_targets.split(",")),
+                    "lora_targets must be all-linear or comma-separated module names (e.g. "
+                    f"q_proj,v_proj), got '{self.lora_targets}'",
+                ),
+                (
+                    bool(_DEVICE.fullmatch(self.device)),
+                    f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'",
+                ),
+                (
+                    self.model_dtype in get_args(DType),
+                    f"model_dtype must be one of {list(get_args(DType))}, got '{self.model_dtype}'",
+                ),
+                (
+                    not self.checkpoints or self.warmup_runs == 1,
+                    "warmup_runs applies to the built-in warmup; with checkpoints given, list "
+                    "the folders of every run in checkpoints",
+                ),
+                (
+                    not self.checkpoints or bool(checkpoint_folders(self.checkpoints)),
+                    f"checkpoints must list folders, got '{self.checkpoints}'",
+                ),
+                (
+                    not self.cache_dir or not Path(self.cache_dir).expanduser().is_file(),
+                    f"cache_dir {self.cache_dir} is a file; give a folder",
+                ),
+            ]
+        )
 
     def lora(self) -> LoraSpec:
         targets = self.lora_targets
         return LoraSpec(
             r=self.lora_r,
             alpha=self.lora_alpha,
-            target_modules=targets if targets == "all-linear" else tuple(targets.split(",")),
+            target_modules=(
+                targets
+                if targets == "all-linear"
+                else tuple(name.strip() for name in targets.split(","))
+            ),
         )
 
 
@@ -106,53 +192,177 @@ class GradientParams(ModelParams):
     """Parameters every gradient method shares: the model's, plus the projection and the
     store's row type. Gradient methods' parameter classes subclass this."""
 
-    projector: str = field(default="sjlt", metadata=_help("random projector (sjlt, rademacher)"))
+    projector: str = field(
+        default="sjlt", metadata=_help("random projector (sjlt, rademacher, traker)")
+    )
     dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
-    store_dtype: str = field(default="float32", metadata=_help("float32 or float16 rows"))
+    store_dtype: StoreDType = field(default="float32", metadata=_help("dtype of stored rows"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.dim < 1:
-            raise ParamError(f"dim must be positive, got {self.dim}")
+        _refuse_first(
+            [
+                (bool(self.projector.strip()), "projector must name a projector, e.g. sjlt"),
+                (self.dim >= 1, f"dim must be >= 1, got {self.dim}"),
+                (
+                    self.store_dtype in get_args(StoreDType),
+                    f"store_dtype must be one of {list(get_args(StoreDType))}, got "
+                    f"'{self.store_dtype}'",
+                ),
+            ]
+        )
+        if self.projector == "rademacher":  # a dense projector holds a block of its matrix
+            check_memory(
+                GEN_BLOCK * self.dim * 4,
+                f"dim={self.dim} with the dense projector rademacher",
+                "lower dim (LESS uses 8192), or use projector sjlt",
+            )
 
 
 class GradientPipeline:
     """Loads the model once and hands out checkpoints and feature sets for a method run.
 
     With :class:`ModelParams` it gives the model and checkpoints; feature sets need
-    :class:`GradientParams`."""
+    :class:`GradientParams`. Call :meth:`check` first: it checks everything that can be
+    checked before the model loads (the device, the projector, given checkpoints, every record
+    under the model's tokenizer, where a warmup would be written)."""
 
     def __init__(self, params: ModelParams, context: Context, host: Host | None = None):
         self.params = params
         self.context = context
         self.host = host
         self.store = FeatureStore(params.cache_dir or None)
+        self._checked: tuple[Sequence[Record], ...] = ()
+        self._given: list[Checkpoint] | None = None
 
     @cached_property
     def loaded(self) -> LoadedModel:
         p = self.params
-        return _load_model(p.model, p.device, p.model_dtype, self.host)
+        loaded = _load_model(p.model, p.device, p.model_dtype, self.host)
+        early = self.__dict__.get("tokenizer")
+        if (
+            self._checked
+            and early is not None
+            and early is not loaded.tokenizer
+            and tokenizer_digest(early) != tokenizer_digest(loaded.tokenizer)
+        ):
+            # The records were checked with the tokenizer read before the weights, and the
+            # model came with another one (a plugin's): check them again with the model's.
+            self._check_records(loaded.tokenizer)
+        self.__dict__["tokenizer"] = loaded.tokenizer
+        return loaded
 
-    def check_examples(self, *pools: Pool) -> None:
-        """Tokenize every pool now, so an unusable record (no response token left) fails
-        naming its file and line before any warmup or extraction."""
-        config = FeaturizeConfig(max_length=self.params.max_length)
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, read without the weights when that is cheap and offline
+        (tiny models, smollm2, local folders), so records are checked before the model loads;
+        otherwise (hub names, models only a plugin knows) it comes with the model."""
+        p = self.params
+        cached = _cached_model(p.model, p.device, p.model_dtype, self.host)
+        if cached is not None:
+            return cached.tokenizer
+        early = _tokenizer_before_weights(p.model, self.host)
+        return early if early is not None else self.loaded.tokenizer
+
+    def check(
+        self, *pools: Sequence[Record], gradient: GradientKind = "sgd", checkpoints: bool = True
+    ) -> None:
+        """Check the run before any model work: ``pools`` (the pool, the target, ...) are not
+        empty and every record tokenizes with a response token to take a loss over, naming
+        the file and line of the first that does not; the device exists; the projector is
+        registered; and, unless the method uses no ``checkpoints`` (it trains its own adapter
+        or scores the model as loaded), given checkpoints are readable (with optimizer state
+        for ``adam`` features) or a warmup could be written where it would go."""
+        from selectkit.models.loading import resolve_device
+
+        p = self.params
         for pool in pools:
             if len(pool) == 0:
                 raise ParamError("a pool or target set is empty: there is nothing to score")
-            tokenize_pool(pool, self.loaded.tokenizer, config)
+        resolve_device(p.device)
+        if isinstance(p, GradientParams):
+            from selectkit.host import get_host
+
+            (self.host if self.host is not None else get_host()).projector(p.projector)
+            rows = min(p.batch_size, max((len(pool) for pool in pools), default=0))
+            check_memory(  # a block of projected rows, as float32, three copies while written
+                3 * rows * p.dim * 4,
+                f"dim={p.dim} with batch_size={p.batch_size}",
+                "lower dim (LESS uses 8192) or batch_size",
+            )
+        if checkpoints and p.checkpoints:
+            self._given = self._read_given(gradient)
+        elif checkpoints:
+            _check_creatable(self._warmup_root())
+        tokenizer = self.tokenizer
+        self._checked = pools
+        self._check_records(tokenizer)
+
+    def _check_records(self, tokenizer: Any) -> None:
+        config = FeaturizeConfig(max_length=self.params.max_length)
+        for pool in self._checked:
+            results = tokenize_many(
+                list(pool),
+                tokenizer,
+                template=config.template,
+                max_length=config.max_length,
+                truncation=config.truncation,
+            )
+            errors = [r for r in results if isinstance(r, RecordError)]
+            if errors:
+                more = f" (and {len(errors) - 1} more records)" if len(errors) > 1 else ""
+                first = errors[0]
+                raise RecordError(
+                    f"{first.reason}{more}", path=first.path, line=first.line, field=first.field
+                )
+
+    def _read_given(self, gradient: GradientKind) -> list[Checkpoint]:
+        from selectkit.train.checkpoints import check_optimizer_state, find_checkpoints
+
+        found = [
+            c
+            for folder in checkpoint_folders(self.params.checkpoints)
+            for c in find_checkpoints(folder)
+        ]
+        if gradient == "adam":
+            for checkpoint in found:
+                check_optimizer_state(checkpoint)
+        return found
+
+    def checkpoint_count(self) -> int:
+        """How many checkpoints the run scores at: the given ones (after :meth:`check`), or
+        one per warmup epoch of every warmup run."""
+        if self._given is not None:
+            return len(self._given)
+        if self.params.checkpoints:
+            return len(self._read_given("sgd"))
+        return self.params.warmup_epochs * self.params.warmup_runs
+
+    def check_rows_fit(
+        self, rows: int, checkpoints_used: str, *, what: str, copies: int = 1, extra: int = 0
+    ) -> None:
+        """Refuse, before the model loads, a method that holds ``rows`` feature rows in memory
+        (``copies`` float32 copies of each, of the last checkpoint or of all of them side by
+        side, plus ``extra`` bytes) when they do not fit in the memory available."""
+        p = self.params
+        if not isinstance(p, GradientParams):
+            raise TypeError(f"feature rows need GradientParams, not {type(p).__name__}")
+        every = checkpoints_used == "all"
+        width = p.dim * (self.checkpoint_count() if every else 1)
+        check_memory(
+            rows * width * 4 * copies + extra,
+            f"{what}: {rows} records x {width} features (dim {p.dim}"
+            + (", every checkpoint side by side)" if every else ")"),
+            "lower dim (e.g. 512)" + (", or use checkpoints_used=last" if every else ""),
+        )
 
     def checkpoints(self, pool: Pool) -> list[Path]:
         """The given checkpoint folders, or those of ``warmup_runs`` warmup runs on ``pool``
         (each reused when a run with the same model, pool, settings and seed is in the cache)."""
-        from selectkit.train.checkpoints import find_checkpoints
-
+        if not self._checked:
+            self.check(pool)
         if self.params.checkpoints:
-            folders = [Path(p.strip()) for p in self.params.checkpoints.split(",") if p.strip()]
-            missing = [str(p) for p in folders if not p.is_dir()]
-            if missing:
-                raise ParamError(f"checkpoint folder {missing[0]} does not exist")
-            found = [c for folder in folders for c in find_checkpoints(folder)]
+            found = self._given if self._given is not None else self._read_given("sgd")
         else:
             seed = self.context.seed
             runs = range(seed, seed + self.params.warmup_runs)
@@ -165,8 +375,7 @@ class GradientPipeline:
             )
         return [c.path for c in found]
 
-    def _warmup(self, pool: Pool, seed: int) -> list[Any]:
-        from selectkit.train.checkpoints import find_checkpoints
+    def _warmup(self, pool: Pool, seed: int) -> list[Checkpoint]:
         from selectkit.train.warmup import WarmupConfig, warmup
 
         p = self.params
@@ -188,13 +397,19 @@ class GradientPipeline:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         root = self._warmup_root()
         out = root / digest[:24]
-        root.mkdir(parents=True, exist_ok=True)
-        with locks.exclusive(root / f"{digest[:24]}.lock"):
-            manifest = out / "warmup.json"
-            if manifest.is_file():
-                if json.loads(manifest.read_text()).get("status") == "complete":
-                    return find_checkpoints(out)
-                # A run of this very warmup that stopped part-way: the folder is only a cache.
+        found = _complete_warmup(out)
+        if found is not None:  # a complete warmup is only read: no lock, no write access
+            return found
+        with contextlib.ExitStack() as held:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                held.enter_context(locks.exclusive(root / f"{digest[:24]}.lock"))
+            except OSError as exc:
+                raise _not_writable(root, exc) from None
+            found = _complete_warmup(out)  # another process may have finished it meanwhile
+            if found is not None:
+                return found
+            if out.exists():  # a part-way or damaged run of this very warmup: only a cache
                 shutil.rmtree(out)
             return warmup(
                 pool,
@@ -206,7 +421,7 @@ class GradientPipeline:
             )
 
     def _warmup_root(self) -> Path:
-        root = Path(self.params.cache_dir) if self.params.cache_dir else default_root()
+        root = Path(self.params.cache_dir).expanduser() if self.params.cache_dir else default_root()
         return root.parent / "warmup" if root.name == "features" else root / "warmup"
 
     def features(
@@ -216,12 +431,14 @@ class GradientPipeline:
         p = self.params
         if not isinstance(p, GradientParams):
             raise TypeError(f"feature sets need GradientParams, not {type(p).__name__}")
+        if not p.checkpoints:  # given adapters have their own sizes
+            self._check_gradients_fit(len(pool))
         config = FeaturizeConfig(
             gradient=gradient,
             projector=p.projector,
             dim=p.dim,
             seed=self.context.seed,
-            dtype=p.store_dtype,  # type: ignore[arg-type]
+            dtype=p.store_dtype,
             batch_size=p.batch_size,
             max_length=p.max_length,
         )
@@ -236,13 +453,28 @@ class GradientPipeline:
             host=self.host,
         )
 
+    def _check_gradients_fit(self, rows: int) -> None:
+        """Refuse a batch whose per-example gradients alone (float32, and their transformed
+        copy) cannot fit, before any is computed; a lower bound, activations come on top."""
+        from selectkit.models.lora import lora_parameter_count
+
+        p = self.params
+        batch = min(p.batch_size, rows)
+        per_example = lora_parameter_count(self.loaded.model, p.lora())
+        check_memory(
+            2 * batch * per_example * 4,
+            f"batch_size={p.batch_size} ({batch} per-example gradients of {per_example} LoRA "
+            f"parameters each)",
+            "lower batch_size, or lora_r",
+        )
+
     def pool_and_target_features(
         self, pool: Pool, target: Pool, pool_gradient: GradientKind = "sgd"
     ) -> tuple[list[FeatureSet], list[FeatureSet]]:
         """What a target-driven method scores: ``pool_gradient`` features of the pool and SGD
-        features of the target at the same checkpoints, every record checked first and the
+        features of the target at the same checkpoints, everything checked first and the
         pairs checked to come from the same model states and projection."""
-        self.check_examples(pool, target)
+        self.check(pool, target, gradient=pool_gradient)
         checkpoints = self.checkpoints(pool)
         pool_sets = self.features(pool, pool_gradient, checkpoints)
         target_sets = self.features(target, "sgd", checkpoints)
@@ -250,14 +482,83 @@ class GradientPipeline:
         return pool_sets, target_sets
 
 
-@functools.lru_cache(maxsize=1)
+def _complete_warmup(out: Path) -> list[Checkpoint] | None:
+    """The checkpoints of the cached warmup in ``out`` when it is complete and readable;
+    ``None`` when it is missing, part-way or damaged (it is then trained again)."""
+    from selectkit.train.checkpoints import find_checkpoints
+
+    try:
+        manifest = json.loads((out / "warmup.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("status") != "complete":
+            return None
+        return find_checkpoints(out)
+    except (OSError, ValueError, RecursionError, ParamError):
+        return None
+
+
+def _check_creatable(root: Path) -> None:
+    """Refuse now, before the model loads, a warmup cache that cannot be made: when ``root``
+    does not exist, no cached warmup can be read from it either."""
+    if root.exists():
+        if not root.is_dir():
+            raise StoreError(f"the warmup cache {root} is a file; give cache_dir= a folder")
+        return
+    parent = next(p for p in root.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"the warmup cache {root} does not exist and cannot be made ({parent} is not a "
+            "writable folder); give a writable cache_dir= (or SELECTKIT_CACHE_DIR), or pass "
+            "checkpoints= from an earlier warmup"
+        )
+
+
+def _not_writable(root: Path, exc: OSError) -> StoreError:
+    return StoreError(
+        f"the warmup this run needs is not in the cache {root}, and it cannot be written there "
+        f"({exc.strerror or exc}); give a writable cache_dir= (or SELECTKIT_CACHE_DIR), or "
+        "pass checkpoints= from an earlier warmup"
+    )
+
+
+_MODEL: dict[tuple[str, str, str, Any], LoadedModel] = {}
+
+
 def _load_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel:
     """The model of the last gradient method run in this process, kept for the next one: a
     notebook or the demo comparing methods loads it once. Methods leave it as they found it
     (adapters are removed after use; warmup and fine-tuning train copies)."""
     from selectkit.models.loading import ModelOptions, load_model
 
-    return load_model(spec, ModelOptions(device=device, dtype=dtype), host=host)  # type: ignore[arg-type]
+    key = (spec, device, dtype, host)
+    if key not in _MODEL:
+        _MODEL.clear()  # one model at a time: free the last before loading the next
+        options = ModelOptions(device=device, dtype=dtype)  # type: ignore[arg-type]
+        _MODEL[key] = load_model(spec, options, host=host)
+    return _MODEL[key]
+
+
+def _cached_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel | None:
+    return _MODEL.get((spec, device, dtype, host))
+
+
+def _tokenizer_before_weights(spec: str, host: Host | None) -> Any | None:
+    """The tokenizer model ``spec`` comes with, without its weights, for the built-in specs
+    whose tokenizer is cheap and offline to read: tiny models (the byte tokenizer), smollm2
+    and local folders. ``None`` for hub names (the network is asked once, with the model) and
+    for specs only a plugin knows; the tokenizer then comes with the model."""
+    from selectkit.data.tokenizers import SMOLLM2, load_tokenizer
+
+    try:
+        if spec.startswith("tiny-"):
+            from selectkit.models.tiny import TinySpec, byte_tokenizer
+
+            TinySpec.parse(spec)
+            return byte_tokenizer()
+        if spec == SMOLLM2 or Path(spec).expanduser().is_dir():
+            return load_tokenizer(spec, host=host)
+    except ParamError:
+        return None  # let the model loader say what is wrong with the spec
+    return None
 
 
 def learning_rates(feature_sets: list[FeatureSet]) -> list[float]:

@@ -3,6 +3,7 @@ checkpoint folder (a PEFT adapter, e.g. one saved by the warmup trainer)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,20 @@ class LoraSpec:
     target_modules: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __post_init__(self) -> None:
+        targets = self.target_modules
         if self.r < 1:
             raise ParamError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ParamError(f"LoRA alpha must be a finite number > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ParamError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if targets != "all-linear" and (
+            isinstance(targets, str) or not targets or not all(t.isidentifier() for t in targets)
+        ):
+            raise ParamError(
+                "LoRA target modules must be 'all-linear' or module names (e.g. q_proj, "
+                f"v_proj), got {targets!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         targets = self.target_modules
@@ -53,6 +64,23 @@ def _present_targets(model: Any, targets: tuple[str, ...] | str) -> list[str] | 
     return [t for t in targets if t in names]
 
 
+def lora_parameter_count(model: Any, spec: LoraSpec) -> int:
+    """How many parameters a fresh LoRA adapter of ``spec`` trains on ``model``:
+    ``r · (in + out)`` for every adapted ``nn.Linear`` (all but the output head for
+    ``all-linear``), without attaching it. Layers of other types are not counted."""
+    from torch import nn
+
+    targets = _present_targets(model, spec.target_modules)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or module is head:
+            continue
+        if targets == "all-linear" or name.rsplit(".", 1)[-1] in targets:
+            total += spec.r * (module.in_features + module.out_features)
+    return total
+
+
 def attach_lora(model: Any, spec: LoraSpec, *, seed: int = 0) -> Any:
     """Wrap ``model`` in a fresh LoRA adapter; the adapter's A matrices are drawn from ``seed``."""
     import torch
@@ -71,7 +99,10 @@ def attach_lora(model: Any, spec: LoraSpec, *, seed: int = 0) -> Any:
 
 
 def load_adapter(model: Any, checkpoint: str | Path) -> Any:
-    """Wrap ``model`` in the LoRA adapter saved in ``checkpoint``, with trainable weights."""
+    """Wrap ``model`` in the LoRA adapter saved in ``checkpoint``, with trainable weights.
+
+    An adapter that cannot be read (a damaged file) or does not fit ``model`` (another base
+    model's) is a :class:`ParamError` naming the folder."""
     from peft import PeftModel
 
     folder = Path(checkpoint)
@@ -79,4 +110,35 @@ def load_adapter(model: Any, checkpoint: str | Path) -> Any:
         raise ParamError(
             f"{folder}: no adapter_config.json, so this is not a PEFT adapter checkpoint"
         )
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    except Exception as exc:  # safetensors, json, torch and PEFT each raise their own errors
+        _remove_adapter_layers(model)
+        raise ParamError(
+            f"the LoRA adapter in {folder} cannot be loaded onto this model ({_reason(exc)}); "
+            "train the checkpoint again or replace it, or pass the base model it was trained on"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A library error in one line: its first line, and the next when the first only
+    introduces it ("Error(s) in loading state_dict ...:")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text[:300]
+
+
+def _remove_adapter_layers(model: Any) -> None:
+    """Undo what a failed adapter load left in ``model``: PEFT wraps the target layers in
+    place before it reads the weights, so put the original layers back."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config

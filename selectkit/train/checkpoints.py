@@ -5,13 +5,17 @@ mean learning rate of the epoch that ends there; its Adam gradient features also
 optimizer's first and second moments at that checkpoint. This module reads both, and never
 unpickles arbitrary objects: ``optimizer.pt`` is opened with PyTorch's restricted
 ``weights_only`` loader, which rebuilds only tensors and plain containers and runs no code.
+
+A checkpoint is checked when it is read, before any model loads: its Trainer state and adapter
+config must parse, its adapter weights' header must be whole (:func:`read_checkpoint`), and,
+when Adam features need it, its optimizer state must load (:func:`check_optimizer_state`). A
+damaged file is a :class:`ParamError` naming it, never a library traceback.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,26 +67,70 @@ class Checkpoint:
         }
 
 
-def _mean_learning_rate(log_history: list[dict[str, Any]], epoch: float, folder: Path) -> float:
+def _first_line(exc: BaseException) -> str:
+    """A library error's first line, for a one-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _damaged(path: Path, what: str, exc: BaseException) -> ParamError:
+    return ParamError(
+        f"{path} is damaged or not {what} ({_first_line(exc)}); train the checkpoint again or "
+        "replace the file"
+    )
+
+
+def _mean_learning_rate(log_history: list[Any], epoch: float, folder: Path) -> float:
     """Mean of the logged per-step learning rates whose epoch lies in the epoch ending at
     ``epoch`` (exact when every step is logged, as the warmup trainer does)."""
     start = math.ceil(epoch - _EPOCH_TOLERANCE) - 1
-    rates = [
-        float(entry["learning_rate"])
-        for entry in log_history
-        if "learning_rate" in entry
-        and start + _EPOCH_TOLERANCE < float(entry.get("epoch", -1.0)) <= epoch + _EPOCH_TOLERANCE
-    ]
+    try:
+        rates = [
+            float(entry["learning_rate"])
+            for entry in log_history
+            if isinstance(entry, dict)
+            and "learning_rate" in entry
+            and start + _EPOCH_TOLERANCE
+            < float(entry.get("epoch", -1.0))
+            <= epoch + _EPOCH_TOLERANCE
+        ]
+    except (TypeError, ValueError) as exc:
+        raise _damaged(folder / TRAINER_STATE, "a Trainer state", exc) from None
     if not rates:
         raise ParamError(
             f"{folder}: {TRAINER_STATE} logs no learning rate for the epoch ending at epoch "
             f"{epoch:g}, so the checkpoint cannot be weighted; train with logging_steps=1"
         )
+    if not all(math.isfinite(rate) for rate in rates):
+        raise ParamError(
+            f"{folder / TRAINER_STATE} logs a learning rate that is not a finite number, so the "
+            "checkpoint cannot be weighted; train the checkpoint again"
+        )
     return sum(rates) / len(rates)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise _damaged(path, what, exc) from None
+
+
+def _check_adapter_weights(path: Path) -> None:
+    """The adapter weights' header must parse and cover the file (a truncated or overwritten
+    file fails here); the tensors themselves are not read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            handle.keys()
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError)
+        raise _damaged(path, "a safetensors file", exc) from None
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """The step, epoch and mean epoch learning rate of one checkpoint folder."""
+    """The step, epoch and mean epoch learning rate of one checkpoint folder, whose Trainer
+    state, adapter config and adapter weights' header are checked to be readable."""
     folder = Path(path)
     if not folder.is_dir():
         raise ParamError(f"checkpoint folder {folder} does not exist")
@@ -96,13 +144,25 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 f"checkpoint {folder} has no {name}, so it lacks {what}; a warmup checkpoint is "
                 "a Hugging Face Trainer checkpoint of a LoRA model"
             )
+    state = _read_json(folder / TRAINER_STATE, "a Trainer state")
     try:
-        state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
         step = int(state["global_step"])
         epoch = float(state["epoch"])
         log_history = list(state.get("log_history", []))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ParamError(f"{folder / TRAINER_STATE} is not a Trainer state: {exc}") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _damaged(folder / TRAINER_STATE, "a Trainer state", exc) from None
+    if not math.isfinite(epoch) or epoch < 0 or step < 0:
+        raise ParamError(
+            f"{folder / TRAINER_STATE} gives epoch {epoch} at step {step}; train the "
+            "checkpoint again or replace the file"
+        )
+    config = _read_json(folder / ADAPTER_CONFIG, "a PEFT adapter config")
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise ParamError(
+            f"{folder / ADAPTER_CONFIG} is not a PEFT adapter config (a JSON object with a "
+            "peft_type); train the checkpoint again or replace the file"
+        )
+    _check_adapter_weights(folder / ADAPTER_WEIGHTS)
     return Checkpoint(
         path=folder,
         step=step,
@@ -164,6 +224,38 @@ def _no_optimizer_state(folder: Path) -> ParamError:
     )
 
 
+def _load_optimizer_state(folder: Path, *, mmap: bool = False) -> tuple[list[list[int]], dict]:
+    """The parameter ids of each optimizer group and the per-parameter states of
+    ``optimizer.pt``, read with the restricted ``weights_only`` loader (``mmap``: tensors
+    mapped, not read)."""
+    import torch
+
+    path = folder / OPTIMIZER_STATE
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        groups = [[int(i) for i in group["params"]] for group in saved["param_groups"]]
+        states = saved["state"]
+        if not isinstance(states, dict):
+            raise TypeError(f"its 'state' is a {type(states).__name__}, not a mapping")
+    except FileNotFoundError:
+        raise _no_optimizer_state(folder) from None
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        if mmap and "mmap can only be used" in str(exc):
+            return _load_optimizer_state(folder)  # an older file format: read it whole
+        raise _damaged(
+            path, "an optimizer state dict that loads without running code (weights_only)", exc
+        ) from None
+    return groups, states
+
+
+def check_optimizer_state(checkpoint: Checkpoint) -> None:
+    """Refuse, before any model loads, a checkpoint without optimizer state or whose
+    ``optimizer.pt`` does not load as one (its tensors are mapped, not read)."""
+    if not checkpoint.has_optimizer_state:
+        raise _no_optimizer_state(checkpoint.path)
+    _load_optimizer_state(checkpoint.path, mmap=True)
+
+
 def adam_moments(
     checkpoint: Checkpoint | str | Path, model: Any
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -184,17 +276,7 @@ def adam_moments(
     folder = checkpoint.path
     if not checkpoint.has_optimizer_state:
         raise _no_optimizer_state(folder)
-    try:
-        saved = torch.load(folder / OPTIMIZER_STATE, map_location="cpu", weights_only=True)
-        saved_groups = [list(group["params"]) for group in saved["param_groups"]]
-        states = saved["state"]
-    except FileNotFoundError:
-        raise _no_optimizer_state(folder) from None
-    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise ParamError(
-            f"{folder / OPTIMIZER_STATE} is not a PyTorch optimizer state dict that loads "
-            f"without running code (weights_only): {exc}"
-        ) from exc
+    saved_groups, states = _load_optimizer_state(folder)
 
     groups = trainer_parameter_groups(model)
     expected = [len(names) for names in groups]
@@ -217,10 +299,13 @@ def adam_moments(
                     f"checkpoint {folder}: the optimizer has no state for parameter '{name}' "
                     "(it never took a step with a gradient for it)"
                 )
-            if "exp_avg" not in entry or "exp_avg_sq" not in entry:
+            if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(key), torch.Tensor) for key in ("exp_avg", "exp_avg_sq")
+            ):
                 raise ParamError(
                     f"checkpoint {folder}: the optimizer state is not Adam's (it holds "
-                    f"{sorted(entry)}, no exp_avg/exp_avg_sq); gradient type 'adam' needs an "
+                    f"{sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, no "
+                    "exp_avg/exp_avg_sq tensors); gradient type 'adam' needs an "
                     "Adam or AdamW warmup (or use gradient type 'sgd')"
                 )
             shape = tuple(params[name].shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,15 @@ class WarmupConfig:
         checks = [
             (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (
+                math.isfinite(self.learning_rate),
+                f"learning_rate must be a finite number, got {self.learning_rate}",
+            ),
+            (
+                self.max_length is None or self.max_length >= 2,
+                f"max_length must be >= 2 tokens or None (a causal LM predicts each token from "
+                f"the ones before it), got {self.max_length}",
+            ),
         ]
         check_training_config(self, "warmup", checks)
 
@@ -93,10 +103,14 @@ def warmup_subset(pool_size: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
+#: Schedulers that need settings a warmup does not pass (``lr_scheduler_kwargs``).
+_NEEDS_SETTINGS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
+
+
 def _check_scheduler(name: str) -> None:
     from transformers.trainer_utils import SchedulerType
 
-    names = [kind.value for kind in SchedulerType]
+    names = [kind.value for kind in SchedulerType if kind.value not in _NEEDS_SETTINGS]
     if name not in names:
         raise ParamError(f"warmup: lr_scheduler must be one of {names}, not '{name}'")
 

@@ -1,0 +1,124 @@
+"""Every method parameter that cannot work is refused when ``-p`` is read, or at the very
+start of the method, before anything loads: one ``error:`` line naming the parameter and what
+it may be, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from selectkit.cli import cli
+from selectkit.data.synthetic import make_records
+from selectkit.errors import ParamError
+from selectkit.features import pipeline as pipeline_module
+from selectkit.features.pipeline import GradientParams, ModelParams
+from selectkit.models import loading
+
+BAD = [
+    ("less", "lora_r=0", "lora_r must be >= 1"),
+    ("less", "lora_alpha=nan", "lora_alpha must be a finite number > 0"),
+    ("less", "lora_targets=q proj", "lora_targets must be all-linear or comma-separated"),
+    ("less", "lora_targets=q_proj,,v_proj", "lora_targets must be all-linear"),
+    ("less", "warmup_fraction=0", "warmup_fraction must be in (0, 1]"),
+    ("less", "warmup_fraction=1.5", "warmup_fraction must be in (0, 1]"),
+    ("less", "warmup_epochs=0", "warmup_epochs must be >= 1"),
+    ("less", "warmup_lr=inf", "warmup_lr must be a finite number > 0"),
+    ("less", "warmup_batch_size=0", "warmup_batch_size must be >= 1"),
+    ("less", "batch_size=0", "batch_size must be >= 1"),
+    ("less", "max_length=1", "max_length must be >= 2"),
+    ("less", "dim=0", "dim must be >= 1"),
+    ("less", "store_dtype=float64", "store_dtype"),
+    ("less", "model_dtype=float64", "model_dtype"),
+    ("less", "device=tpu", "device must be auto, cpu, cuda, cuda:N or mps"),
+    ("less", "device=cuda:7", "device 'cuda:7' is not available"),
+    ("less", "projector=nope", "no projector named 'nope'"),
+    ("less", "aggregate=median", "aggregate"),
+    ("less", "checkpoints=,", "checkpoints must list folders"),
+    ("tracin", "model= ", "model must name a model"),
+    ("grand", "cache_dir=pool.jsonl", "cache_dir pool.jsonl is a file"),
+    ("el2n", "warmup_runs=0", "warmup_runs must be at least 1"),
+    ("trak", "damping=-1", "damping must be a finite number >= 0"),
+    ("datamodels", "damping=nan", "damping must be a finite number >= 0"),
+    ("ifd", "max_ifd=0", "max_ifd must be positive"),
+    ("kcenter", "metric=manhattan", "metric"),
+    ("craig", "memory_mb=0", "memory_mb must be >= 1"),
+    ("gradmatch", "l2=inf", "l2 must be >= 0 and finite"),
+    ("bilevel", "outer_lr=0", "outer_lr must be a finite number > 0"),
+    ("dsir", "num_buckets=100000000000", "num_buckets must be in [1, 2**32]"),
+    ("dsir", "ngrams=3", "ngrams must be 1 or 2"),
+    ("dsir", "smoothing=1", "smoothing must be in [0, 1)"),
+    ("dsir", "chunk_size=0", "chunk_size must be >= 1"),
+]
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the parameters were checked")
+
+    monkeypatch.setattr(pipeline_module, "_load_model", refuse)
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """A working folder holding a pool and a target, and nothing else."""
+    monkeypatch.chdir(tmp_path)
+    rows = make_records(2, seed=3)
+    target = make_records(1, seed=1, families=["units"], id_prefix="t", avoid=rows)
+    for name, records in (("pool.jsonl", rows), ("target.jsonl", target)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path
+
+
+def select(*args: str):
+    command = "select --pool pool.jsonl --target target.jsonl -b 2 -o out.jsonl -q"
+    return CliRunner().invoke(cli, [*command.split(), *args])
+
+
+def _one_error(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("method", "assignment", "message"), BAD)
+def test_a_value_that_cannot_work_is_refused_before_anything_loads(
+    method, assignment, message, folder, nothing_loads
+):
+    cache = folder / "cache"
+    defaults = ["-p", "model=tiny-llama", "-p", f"cache_dir={cache}"]
+    result = select("-m", method, *(defaults if method != "dsir" else []), "-p", assignment)
+    assert message in _one_error(result)
+    assert sorted(p.name for p in folder.iterdir()) == ["pool.jsonl", "target.jsonl"]
+
+
+def test_checkpoints_that_cannot_be_used_are_refused_before_anything_loads(folder, nothing_loads):
+    empty = folder / "empty"
+    empty.mkdir()
+    for value, message in (
+        (folder / "missing", "does not exist"),
+        (empty, "holds no checkpoint-<step> folders"),
+    ):
+        result = select("-m", "less", "-p", "model=tiny-llama", "-p", f"checkpoints={value}")
+        assert message in _one_error(result)
+    assert sorted(p.name for p in folder.iterdir()) == ["empty", "pool.jsonl", "target.jsonl"]
+
+
+def test_literal_parameters_list_their_allowed_values():
+    from typing import get_args, get_type_hints
+
+    hints = get_type_hints(GradientParams)
+    assert get_args(hints["model_dtype"]) == ("float32", "bfloat16", "float16")
+    assert get_args(hints["store_dtype"]) == ("float32", "float16")
+
+
+def test_python_values_are_checked_too():
+    with pytest.raises(ParamError, match="model_dtype"):
+        ModelParams(model_dtype="float64")  # type: ignore[arg-type]
+    with pytest.raises(ParamError, match="store_dtype"):
+        GradientParams(store_dtype="int8")  # type: ignore[arg-type]
+    assert ModelParams(lora_targets="q_proj, v_proj").lora().target_modules == ("q_proj", "v_proj")
