@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,8 @@ import click
 
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.errors import EXIT_PROBLEMS, StoreError
-from selectkit.features.store import FeatureSet, FeatureStore, human_bytes
+from selectkit.features.store import BrokenEntry, FeatureStore, human_bytes
+from selectkit.terminal import printable, printable_json
 
 
 def _cache_dir_option(func):
@@ -33,7 +33,7 @@ def _describe(info: dict[str, Any]) -> str:
     parts = [str(meta["summary"])] if meta.get("summary") else []
     if not parts and isinstance(key, dict):
         parts = [f"{k}={v}" for k, v in key.items() if isinstance(v, (str, int, float, bool))]
-    text = " ".join(parts)
+    text = printable(" ".join(parts))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -43,15 +43,19 @@ def _describe(info: dict[str, Any]) -> str:
 def ls_command(as_json: bool, cache_dir: Path | None) -> None:
     """List stored feature sets, and any broken ones."""
     store = FeatureStore(cache_dir)
-    infos = [features.info() for features in store.entries()]
-    broken = store.broken()
+    infos, broken = [], store.broken()
+    for features in store.entries():
+        try:
+            infos.append(features.info())
+        except StoreError as exc:
+            broken.append((features.path, str(exc)))
     if as_json:
         listing = {
             "root": str(store.root),
             "entries": infos,
             "broken": [{"path": str(path), "problem": problem} for path, problem in broken],
         }
-        click.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+        click.echo(printable_json(listing, indent=2))
         return
     if not infos and not broken:
         click.echo(f"no feature sets in {store.root}")
@@ -70,11 +74,11 @@ def ls_command(as_json: bool, cache_dir: Path | None) -> None:
             f"{'yes' if info['complete'] else 'no':<8}  {_describe(info)}"
         )
     for path, problem in broken:
-        click.echo(f"BROKEN {path.name}: {problem}")
+        click.echo(f"BROKEN {printable(path.name)}: {printable(problem)}")
 
 
 def _indented(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + " " * 10)
+    return printable_json(value, indent=2).replace("\n", "\n" + " " * 10)
 
 
 def _info_lines(info: dict[str, Any]) -> list[str]:
@@ -106,41 +110,83 @@ def info_command(entry_id: str, as_json: bool, cache_dir: Path | None) -> None:
     """
     info = FeatureStore(cache_dir).get(entry_id).info()
     if as_json:
-        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        click.echo(printable_json(info, indent=2))
     else:
         click.echo("\n".join(_info_lines(info)))
 
 
 @cache.command("verify")
 @click.argument("entry_ids", metavar="[ID]...", nargs=-1)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Repair what is found: remove what killed processes left, put damaged rows back to "
+    "pending (the next run that needs them computes them again), remove entries that cannot "
+    "be repaired in place (extracted again when next needed).",
+)
 @_cache_dir_option
-def verify_command(entry_ids: tuple[str, ...], cache_dir: Path | None) -> None:
-    """Check feature sets' files and checksums.
+def verify_command(entry_ids: tuple[str, ...], repair: bool, cache_dir: Path | None) -> None:
+    """Check feature sets: their files, the checksums of their small files and of every row.
 
-    Checks every stored set when no ID is given, prints OK or the problems of each, and exits
-    with status 1 if any problem is found.
+    Checks every stored set when no ID is given and prints OK or the problems of each. Exits
+    with status 3 if a problem is found (with --repair: if one is left unrepaired).
     """
     store = FeatureStore(cache_dir)
-    results: list[tuple[str, list[str]]] = []
-    if entry_ids:
-        for ident in [store.resolve(entry_id) for entry_id in entry_ids]:
-            try:
-                features: FeatureSet = store.get(ident)
-            except StoreError as exc:
-                results.append((ident[:12], [str(exc)]))
-                continue
-            results.append((ident[:12], features.verify()))
-    else:
-        results += [(features.id[:12], features.verify()) for features in store.entries()]
-        results += [(path.name, [problem]) for path, problem in store.broken()]
-        if not results:
-            click.echo(f"no feature sets in {store.root}")
-    for name, problems in results:
-        click.echo(f"{name}  {'OK' if not problems else f'{len(problems)} problem(s)'}")
-        for problem in problems:
-            click.echo(f"  - {problem}")
-    if any(problems for _, problems in results):
+    idents = [store.resolve(entry_id) for entry_id in entry_ids]
+    cleared = store.clear_leftovers() if repair else []
+    for path in cleared:
+        click.echo(f"{printable(path.name)}  removed (left over by a killed process)")
+    if not idents:
+        idents = [features.id for features in store.entries()]
+        idents += [path.name for path, _ in store.broken()]
+        if not idents and not cleared:
+            click.echo(f"no feature sets in {printable(store.root)}")
+    left = [_verify_one(store, ident, repair) for ident in idents]
+    if any(left):
         click.get_current_context().exit(EXIT_PROBLEMS)
+
+
+def _verify_one(store: FeatureStore, ident: str, repair: bool) -> bool:
+    """Check (and with ``repair`` repair) one entry, print the outcome; returns whether a
+    problem is left."""
+    name = printable(ident[:12] if not ident.startswith(".") else ident)
+    if ident.startswith("."):  # what a killed process left, which --repair could not remove
+        click.echo(f"{name}  1 problem(s)")
+        click.echo(
+            "  - left over by a killed process; `selectkit cache verify --repair` removes it"
+        )
+        return True
+    broken: BrokenEntry | None = None
+    try:
+        features = store.get(ident)
+        found = features.check(rows=True)
+        problems = found.problems
+    except BrokenEntry as exc:
+        broken = exc
+        problems = [f"broken ({exc.reason}); `--repair` removes it (extracted again when needed)"]
+    except StoreError as exc:  # unreadable, not damaged: nothing to repair
+        click.echo(f"{name}  1 problem(s)\n  - {printable(exc)}")
+        return True
+    click.echo(f"{name}  {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    for problem in problems:
+        click.echo(f"  - {printable(problem)}")
+    if not problems:
+        return False
+    if not repair:
+        return True
+    try:
+        if broken is not None:
+            done = store.remove_broken(broken)
+        elif found.rebuild or found.damaged or found.leftovers or found.unfinalized:
+            done = store.repair(features, found)
+        else:
+            done = []
+    except StoreError as exc:
+        click.echo(f"  not repaired: {printable(exc)}")
+        return True
+    for action in done:
+        click.echo(f"  repaired: {printable(action)}")
+    return broken is None and found.incomplete
 
 
 @cache.command("rm")
@@ -160,9 +206,11 @@ def rm_command(entry_ids: tuple[str, ...], yes: bool, force: bool, cache_dir: Pa
             if p.is_file()
         )
         names = ", ".join(ident[:12] for ident in idents)
-        click.confirm(
-            f"Remove {len(idents)} feature set(s) ({names}; {human_bytes(size)})?", abort=True
-        )
+        if not click.confirm(
+            f"Remove {len(idents)} feature set(s) ({names}; {human_bytes(size)})?"
+        ):
+            click.echo("nothing was removed")
+            return
     for ident in idents:
         store.remove(ident, force=force)
         click.echo(f"removed {ident[:12]}")

@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from selectkit.data.pool import Pool
     from selectkit.host import Host
     from selectkit.models.loading import LoadedModel, ModelOptions
+    from selectkit.train.checkpoints import Checkpoint
 
-#: Bumped whenever the way rows are computed changes, so old entries are never reused wrongly.
-FEATURE_FORMAT = 1
+#: Bumped whenever the way rows are computed or stored changes, so old entries are never reused
+#: wrongly (2: entries carry per-row checksums).
+FEATURE_FORMAT = 2
 COLUMNS = ("loss", "grad_norm")
 #: The adapter a pool gets when neither checkpoints nor parameter names are given.
 DEFAULT_LORA = LoraSpec()
@@ -229,26 +231,28 @@ class Featurizer:
     ) -> FeatureSet:
         """Extract (or resume, or reuse) the features of ``pool``; returns the store entry.
 
-        ``tokens``: the pool already tokenized by :func:`tokenize_pool` under this config (one
-        tokenization serves every checkpoint of a run)."""
+        An existing entry is checked first and its damage repaired (:meth:`FeatureStore.open`);
+        a complete one is then only read. ``tokens``: the pool already tokenized by
+        :func:`tokenize_pool` under this config (one tokenization serves every checkpoint of a
+        run)."""
         from tqdm.auto import tqdm
 
         if tokens is None:
             tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
         key = feature_key(pool, self.loaded.tokenizer, self.grads, self.transform, self.config)
-        existing = self.store.find(key)
-        if existing is not None:
-            layout = existing.layout
-        else:
-            layout = Layout(
-                num_rows=len(pool),
-                dim=self.config.dim,
-                dtype=self.config.dtype,
-                block_rows=self.config.batch_size,
-                order=block_order(tokens),
-                columns=COLUMNS,
-            )
-        features = self.store.open(key, layout, meta=self.describe(pool))
+        layout = Layout(
+            num_rows=len(pool),
+            dim=self.config.dim,
+            dtype=self.config.dtype,
+            block_rows=self.config.batch_size,
+            order=block_order(tokens),
+            columns=COLUMNS,
+        )
+        # An existing entry is checked and repaired here, and keeps its own block size.
+        features = self.store.open(key, layout, meta=self.describe(pool), keep_block_rows=True)
+        if features.complete:
+            return features  # only read: no claim, no lock, no write access needed
+        layout = features.layout
         with features.claim(shard):
             pending = features.pending_blocks(shard)
             started = time.perf_counter()
@@ -345,10 +349,11 @@ def featurize(
     gradients over those base parameters instead (``lora=None`` and no names: over whatever is
     trainable already). ``adam`` features need checkpoints whose optimizer state holds the Adam
     moments. Adapters attached here are removed again afterwards, so ``model`` ends as it
-    started.
+    started. An identical run (same pool, model, adapter, settings and shard) that is writing
+    these features now is refused before the model loads (:meth:`FeatureStore.claim_request`).
     """
     from selectkit.models.loading import ModelOptions, load_model
-    from selectkit.train.checkpoints import adam_moments, find_checkpoints
+    from selectkit.train.checkpoints import find_checkpoints
 
     if len(pool) == 0:
         raise ParamError("the pool is empty: there is nothing to featurize")
@@ -366,20 +371,44 @@ def featurize(
                 f"checkpoint {missing[0]} has no optimizer state; gradient type 'adam' needs "
                 "the warmup optimizer's moments (or use gradient type 'sgd')"
             )
-    if isinstance(model, str):
-        model = load_model(model, model_options or ModelOptions(), host=host)
     store = store or FeatureStore()
-    tokens = tokenize_pool(pool, model.tokenizer, config)
-    if not found:
-        adapter = None if param_names is not None else lora
-        base = model.model
-        model.model = with_adapter(base, adapter, seed=config.seed)
-        try:
-            featurizer = Featurizer(model, config, store=store, param_names=param_names, host=host)
-            return [featurizer.run(pool, shard=shard, progress=progress, tokens=tokens)]
-        finally:
-            if adapter is not None:
-                model.model = model.model.unload()
+    adapter = None if found or param_names is not None else lora
+    request = _request(pool, model, model_options, found, adapter, param_names, config)
+    # Refuses an identical run that is writing these features now, before anything loads.
+    with store.claim_request(request, shard) as claim:
+        if isinstance(model, str):
+            model = load_model(model, model_options or ModelOptions(), host=host)
+        tokens = tokenize_pool(pool, model.tokenizer, config)
+        options = {"shard": shard, "progress": progress, "tokens": tokens}
+        if found:
+            results = _featurize_checkpoints(pool, model, found, config, store, host, options)
+        else:
+            base = model.model
+            model.model = with_adapter(base, adapter, seed=config.seed)
+            try:
+                featurizer = Featurizer(
+                    model, config, store=store, param_names=param_names, host=host
+                )
+                results = [featurizer.run(pool, **options)]
+            finally:
+                if adapter is not None:
+                    model.model = model.model.unload()
+        claim.record([entry.id for entry in results])
+    return results
+
+
+def _featurize_checkpoints(
+    pool: Pool,
+    model: LoadedModel,
+    found: list[Checkpoint],
+    config: FeaturizeConfig,
+    store: FeatureStore,
+    host: Host | None,
+    options: dict[str, Any],
+) -> list[FeatureSet]:
+    """One entry per checkpoint, its adapter attached to ``model`` and removed again."""
+    from selectkit.train.checkpoints import adam_moments
+
     results = []
     base = model.model
     for checkpoint in found:
@@ -394,7 +423,45 @@ def featurize(
                 checkpoint=checkpoint_info(checkpoint.path, checkpoint.learning_rate),
                 host=host,
             )
-            results.append(featurizer.run(pool, shard=shard, progress=progress, tokens=tokens))
+            results.append(featurizer.run(pool, **options))
         finally:
             base = model.model = model.model.unload()
     return results
+
+
+def _request(
+    pool: Pool,
+    model: str | LoadedModel,
+    options: ModelOptions | None,
+    found: list[Checkpoint],
+    adapter: LoraSpec | None,
+    param_names: list[str] | None,
+    config: FeaturizeConfig,
+) -> dict[str, Any]:
+    """What names a featurize request before anything loads (the store's early claim): the
+    pool's content, the model and its dtype, the checkpoints as files, the adapter and every
+    setting that shapes the rows."""
+    if isinstance(model, str):
+        dtype = options.dtype if options is not None else "float32"
+        spec = model
+    else:
+        dtype = str(next(model.model.parameters()).dtype).removeprefix("torch.")
+        spec = model.spec
+    return {
+        "pool": pool.content_fingerprint,
+        "model": {"spec": spec, "dtype": dtype},
+        "checkpoints": [_folder_identity(c.path) for c in found],
+        "adapter": asdict(adapter) if adapter is not None else None,
+        "param_names": param_names,
+        "config": {k: v for k, v in asdict(config).items() if k not in ("batch_size", "method")},
+    }
+
+
+def _folder_identity(folder: Path) -> list[Any]:
+    """A checkpoint folder's resolved path and its adapter file's size and modification time."""
+    adapter = Path(folder) / "adapter_model.safetensors"
+    try:
+        stat = adapter.stat()
+    except OSError:
+        return [str(Path(folder).resolve()), None, None]
+    return [str(Path(folder).resolve()), stat.st_size, stat.st_mtime_ns]

@@ -3,7 +3,8 @@
 A flock belongs to one open file description, so two handles in the same process exclude each
 other just as two processes do, and the kernel drops the lock when its holder dies: a killed
 featurizer never leaves a stale lock behind. The holder writes its pid into the lock file so
-that whoever is refused can say who holds it.
+that whoever is refused can say who holds it. The same lock on a folder being built tells a
+live builder's folder from a dead one's (:func:`hold`).
 """
 
 from __future__ import annotations
@@ -70,3 +71,25 @@ def is_held(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def hold(path: Path) -> int | None:
+    """An exclusive lock on the existing file or folder ``path``, taken without waiting.
+
+    Returns the descriptor holding it (give it to :func:`release`), or ``None`` when another
+    handle holds it or ``path`` is gone. Once locked, ``path`` is checked to still name the
+    locked file, so one removed or renamed meanwhile is never taken for the one asked for.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now, locked = os.stat(path), os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (locked.st_dev, locked.st_ino):
+            raise FileNotFoundError(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return fd

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from selectkit.commands.cache import cache
+from selectkit.features import locks
 from selectkit.features.store import FeatureStore, Layout, RowStatus
 
 KEY = {"pool": "abc", "model": "tiny-gpt", "projection": 64}
@@ -105,7 +106,7 @@ def test_verify_ok_then_a_flipped_byte(store, complete):
     result = _run(store, "verify", complete.id[:5])
     assert result.exit_code == 3
     assert f"{complete.id[:12]}  1 problem(s)" in result.output
-    assert "rows-00000.npy: sha256 mismatch" in result.output
+    assert "1 row(s) fail their checksum (pool rows 9)" in result.output
 
 
 def test_verify_all_reports_incomplete_and_broken(store, complete, partial):
@@ -114,15 +115,16 @@ def test_verify_all_reports_incomplete_and_broken(store, complete, partial):
     assert result.exit_code == 3
     assert f"{complete.id[:12]}  OK" in result.output
     assert "incomplete: 4 of 6 rows pending" in result.output
-    assert "e" * 64 + "  1 problem(s)" in result.output and "is broken" in result.output
+    assert "e" * 12 + "  1 problem(s)" in result.output and "broken (" in result.output
     assert _run(store, "verify", complete.id).exit_code == 0
     broken = _run(store, "verify", "eeee")
-    assert broken.exit_code == 3 and "is broken" in broken.output
+    assert broken.exit_code == 3 and "broken (manifest.json: No such file" in broken.output
 
 
-def test_rm_asks_first(store, complete, partial):
+def test_rm_asks_first_and_no_removes_nothing(store, complete, partial):
     result = _run(store, "rm", complete.id[:8], input="n\n")
-    assert result.exit_code == 1 and "Remove 1 feature set(s)" in result.output
+    assert result.exit_code == 0 and "Remove 1 feature set(s)" in result.output
+    assert result.output.splitlines()[-1] == "nothing was removed"
     assert complete.path.is_dir()
     result = _run(store, "rm", complete.id[:8], partial.id, input="y\n")
     assert result.exit_code == 0, result.output
@@ -149,3 +151,56 @@ def test_cache_commands_do_not_import_torch():
     code = "import sys, selectkit.commands.cache; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_verify_repair_resets_damaged_rows_and_removes_only_dead_leftovers(store, complete):
+    path = complete.path / "rows-00000.npy"
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0x40  # pool row 9
+    path.write_bytes(bytes(data))
+    dead_folder = store.root / ".tmp-0123456789ab-99999-abcd1234"
+    dead_folder.mkdir()
+    dead_file = complete.path / ".manifest.json.selectkit-0123456789ab.tmp"
+    dead_file.write_text("{")
+    live = store.root / ".tmp-ba9876543210-1-00000000"
+    live.mkdir()
+    held = locks.hold(live)  # a process building an entry right now
+    try:
+        found = _run(store, "verify")
+        assert found.exit_code == 3
+        assert f"{complete.id[:12]}  2 problem(s)" in found.output
+        assert f"{dead_folder.name}  1 problem(s)" in found.output and live.name not in found.output
+        repaired = _run(store, "verify", "--repair")
+        assert repaired.exit_code == 0, repaired.output
+        assert f"{dead_folder.name}  removed (left over by a killed process)" in repaired.output
+        assert f"repaired: removed {dead_file.name}" in repaired.output
+        assert "repaired: 1 of 10 rows are pending: rerun the command" in repaired.output
+        assert live.is_dir() and not dead_folder.exists() and not dead_file.exists()
+    finally:
+        locks.release(held)
+        live.rmdir()  # its builder is done
+    left = _run(store, "verify")
+    assert left.exit_code == 3 and "incomplete: 1 of 10 rows pending" in left.output
+    _fill(complete, complete.pending_blocks())
+    assert complete.finalize()
+    assert _run(store, "verify").output == f"{complete.id[:12]}  OK\n"
+
+
+def test_ls_info_and_verify_escape_what_entries_hold(store):
+    summary = "evil\x1b[2J\u202edescription"
+    features = store.open({"pool": "x"}, Layout(2, 2, "float32", 2), {"summary": summary})
+    _fill(features, [0])
+    assert features.finalize()
+    (store.root / ".tmp-\x1b[31mred").mkdir()
+    outputs = [
+        _run(store, "ls").output,
+        _run(store, "ls", "--json").output,
+        _run(store, "info", features.id[:8]).output,
+        _run(store, "info", features.id[:8], "--json").output,
+        _run(store, "verify").output,
+    ]
+    for output in outputs:
+        assert "\x1b" not in output and "\u202e" not in output
+    assert "evil\\x1b[2J\\u202edescription" in outputs[0]
+    assert ".tmp-\\x1b[31mred" in outputs[0] and ".tmp-\\x1b[31mred" in outputs[4]
+    assert json.loads(outputs[1])["entries"][0]["meta"]["summary"] == summary

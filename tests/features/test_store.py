@@ -147,6 +147,7 @@ def test_open_creates_preallocated_npy_files(store):
         *features.data_files,
         "col-loss.npy",
         "col-grad_norm.npy",
+        "checksums.npy",
         "locks",
     }
     assert json.loads((features.path / "key.json").read_text()) == KEY
@@ -180,11 +181,21 @@ def test_open_with_another_layout_says_what_differs(store):
         store.open(KEY, reversed_order)
 
 
-def test_key_collision_names_both_keys(store):
+def test_an_edited_key_is_damage_and_the_entry_is_rebuilt(store):
     features = store.open(KEY, _layout())
+    _fill(features, [0])
     (features.path / "key.json").write_text(json.dumps({"model": "other"}))
+    assert "key.json: does not hash to the entry id" in features.verify()[0]
+    again = store.open(KEY, _layout())
+    assert json.loads((again.path / "key.json").read_text()) == KEY
+    assert again.pending_blocks() == list(range(6))  # rebuilt: nothing of it was trusted
+
+
+def test_key_collision_names_both_keys(store, monkeypatch):
+    features = store.open(KEY, _layout())
+    monkeypatch.setattr(store_module, "key_id", lambda key: features.id)
     with pytest.raises(StoreError, match="key collision") as info:
-        store.open(KEY, _layout())
+        store.open({"model": "other"}, _layout())
     assert '"model":"other"' in str(info.value) and '"model":"tiny"' in str(info.value)
 
 
@@ -240,7 +251,7 @@ def test_float16_rows_are_cast_and_checked(store):
     features = store.open(KEY, layout)
     rows, status, _ = _block(layout, 0)
     features.write_block(0, rows, status)
-    got = features.read(0, layout.num_rows)[layout.block_rows_of(0)]
+    got = np.stack([features.read(r, r + 1)[0] for r in layout.block_rows_of(0)])
     assert got.dtype == np.float16
     rows[status != RowStatus.DONE] = 0
     assert np.array_equal(got, rows.astype(np.float16))
@@ -252,7 +263,7 @@ def test_float16_rows_are_cast_and_checked(store):
         features.write_block(1, rows, status)
     status[2] = RowStatus.SKIPPED_NONFINITE
     assert features.write_block(1, rows, status)
-    assert not features.read(0, layout.num_rows)[layout.order[6]].any()
+    assert not features.read(layout.order[6], layout.order[6] + 1).any()
 
 
 @pytest.mark.parametrize(
@@ -445,7 +456,8 @@ def test_finalize_records_checksums_once(store):
     assert features.finalize() and features.complete
     manifest = (features.path / "manifest.json").read_text()
     sums = json.loads(manifest)["sha256"]
-    assert set(sums) == {p.name for p in features.path.glob("*.npy")}
+    small = {"order.npy", "status.npy", "checksums.npy", "col-loss.npy", "col-grad_norm.npy"}
+    assert set(sums) == small
     assert (
         sums["status.npy"]
         == hashlib.sha256((features.path / "status.npy").read_bytes()).hexdigest()
@@ -458,11 +470,9 @@ def test_verify_finds_damage(store, reference):
     assert reference.verify() == []
     path = reference.path / "rows-00001.npy"
     data = bytearray(path.read_bytes())
-    data[-5] ^= 0x01
+    data[-5] ^= 0x01  # the last byte but four: pool row 15
     path.write_bytes(bytes(data))
-    assert reference.verify() == [
-        "rows-00001.npy: sha256 mismatch (changed since the entry was finalized)"
-    ]
+    assert reference.verify() == ["1 row(s) fail their checksum (pool rows 15)"]
     path.write_bytes(bytes(data[:-4]))
     (reference.path / "col-loss.npy").unlink()
     assert reference.verify() == [
@@ -568,8 +578,9 @@ def test_broken_entries_and_leftovers_are_reported_not_fatal(store):
     (store.root / ".tmp-123456789abc-1-abcd").mkdir()
     assert [e.id for e in store.entries()] == [good.id]
     problems = dict(store.broken())
-    assert "is broken" in problems[broken] and "cache rm --force ffffffffffff" in problems[broken]
-    assert "left over" in problems[store.root / ".tmp-123456789abc-1-abcd"]
+    assert "is broken" in problems[broken]
+    assert "`selectkit cache verify --repair ffffffffffff --cache-dir" in problems[broken]
+    assert "left over by a killed process" in problems[store.root / ".tmp-123456789abc-1-abcd"]
     with pytest.raises(StoreError, match="is broken"):
         store.get("fff")
     assert store.remove("fff") == "f" * 64
