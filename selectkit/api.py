@@ -11,7 +11,7 @@ import numpy as np
 from selectkit.data.pool import Pool
 from selectkit.errors import BudgetError, ParamError, PluginError
 from selectkit.host import Host, get_host
-from selectkit.manifest import _plugin_of, build_manifest
+from selectkit.manifest import build_manifest, plugin_of
 from selectkit.methods import Context, Method
 from selectkit.params import build_params
 from selectkit.seeds import check_seed
@@ -146,20 +146,20 @@ def _check_objective(method: Method, objective: Any, size: int, host: Host) -> N
     bug of its plugin, named as such."""
     if not isinstance(objective, Objective):
         raise PluginError(
-            f"method '{method.name}' ({_provider(host, method.name)}) returned "
+            f"method '{method.name}' ({_provider(host, method)}) returned "
             f"{type(objective).__name__} from objective(), not an Objective (Scores, LogWeights, "
             "Weights, ...); this is a bug in that plugin: report it to its authors"
         )
     if len(objective) != size:
         raise PluginError(
-            f"method '{method.name}' ({_provider(host, method.name)}) returned {len(objective)} "
+            f"method '{method.name}' ({_provider(host, method)}) returned {len(objective)} "
             f"values for a pool of {size}; this is a bug in that plugin: report it to its authors"
         )
 
 
-def _provider(host: Host, method_name: str) -> str:
+def _provider(host: Host, method: Method) -> str:
     """Which plugin and distribution provide a method, for error messages."""
-    plugin = _plugin_of(host, method_name)
+    plugin = plugin_of(host, method)
     if plugin is None:
         return "an in-process plugin"
     dist = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else "local"

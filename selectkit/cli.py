@@ -183,12 +183,62 @@ cli.add_command(lds_command)
 
 
 def _register_plugin_commands(group: click.Group, host: Host) -> None:
-    """Let each plugin add subcommands; a plugin that fails here is recorded, not fatal."""
-    for impl in host.hook.selectkit_register_commands.get_hookimpls():
-        try:
-            impl.function(cli=group)
-        except Exception as exc:
-            host.record_failure(impl.plugin_name, "selectkit_register_commands", exc)
+    """Let each plugin add subcommands; a plugin that fails here is recorded, not fatal.
+
+    Commands follow the host's precedence rule: selectkit's own commands cannot be replaced,
+    and a command name two third-party plugins add is refused for both; either is recorded
+    as a name conflict (``selectkit plugins``)."""
+    from selectkit.host import Claim, NameConflict, PluginInfo, Registry
+
+    core = PluginInfo("selectkit", "selectkit", __version__, builtin=True, first_party=True)
+    own = dict(group.commands)
+    added: dict[str, list[Claim]] = {}
+    for info, _ in host.call_each("selectkit_register_commands", cli=group):
+        for name, command in list(group.commands.items()):
+            if own.get(name) is command or any(c.obj is command for c in added.get(name, [])):
+                continue
+            if name in own:
+                group.commands[name] = own[name]
+                claims = (Claim(info, name, command),)
+                host.record_conflict(
+                    NameConflict("command", name, Claim(core, name, own[name]), claims)
+                )
+            else:
+                added.setdefault(name, []).append(Claim(info, name, command))
+    registry = Registry("command", added)
+    for name in added:
+        if name in registry.held:
+            group.commands[name] = registry.held[name].obj
+        else:
+            del group.commands[name]
+    for conflict in registry.conflicts:
+        host.record_conflict(conflict)
+
+
+def _show_warnings() -> None:
+    """Print selectkit's warnings (plugin filters naming nothing, refused names) as escaped
+    ``warning: ...`` lines on stderr; other warnings are shown as Python shows them."""
+    import warnings
+
+    from selectkit.host import PluginWarning
+    from selectkit.terminal import printable
+
+    shown = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, PluginWarning):
+            click.echo(f"warning: {printable(message)}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def main() -> None:
@@ -196,6 +246,7 @@ def main() -> None:
     from selectkit.commands.reporting import report
 
     signals.install()
+    _show_warnings()
     try:
         _register_plugin_commands(cli, get_host())
     except (KeyboardInterrupt, signals.Interrupted) as exc:  # stopped while plugins load

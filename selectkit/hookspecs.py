@@ -6,9 +6,26 @@ A plugin is any module or object with functions named like the hooks below, deco
     [project.entry-points.selectkit]
     my_method = "my_package.plugin"
 
-Registration hooks return lists of classes (the datasette style); loader hooks are
-``firstresult``: the first plugin that returns something other than ``None`` wins, so a plugin
-can teach selectkit a new file format, data source or tokenizer source without touching the core.
+Registration hooks return lists of classes (the datasette style); the host calls them on each
+plugin on its own, so one plugin that raises is reported (``selectkit plugins``) and the others
+still count. Loader hooks are ``firstresult``: the first plugin that returns something other
+than ``None`` wins, so a plugin can teach selectkit a new file format, data source, tokenizer or
+model source without touching the core.
+
+Names (who wins; ``tryfirst`` and entry-point names change nothing here):
+
+- A registered class's ``name`` is what users type; it may not contain ``:``.
+- selectkit's own names (the built-ins and the ``selectkit`` distribution's methods) cannot be
+  taken: registering one is refused for that name and reported as a conflict.
+- A name two third-party plugins register is refused for both and reported.
+- Users can always pick a registration by its qualified name, ``distribution:name`` or
+  ``plugin:name`` (``--method selectkit-keyword:keyword``).
+
+Loaders are asked in this order: first-party plugins alone for the names selectkit ships
+(``smollm2``, ``tiny-llama[:...]``, ``tiny-gpt2[:...]``), then every plugin, then the built-in
+fallback (a local file or folder, a hub name). Return ``None`` for anything you do not know.
+
+``SELECTKIT_TRACE=1`` prints one line per hook call (each plugin's registration included).
 """
 
 from __future__ import annotations
@@ -117,5 +134,6 @@ def selectkit_register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``selectkit`` command-line group.
 
     Use ``@cli.command()`` inside the hook. Import heavy libraries inside the command, not at
-    module level, so ``selectkit --help`` stays fast.
+    module level, so ``selectkit --help`` stays fast. selectkit's own commands cannot be
+    replaced, and a command name two plugins add is refused for both.
     """

@@ -3,20 +3,45 @@
 A plugin that fails to import, register or answer a registration hook is recorded as a
 :class:`PluginFailure` under its name and left out; the host and every other plugin go on.
 
-Environment controls (read when the host is built):
+Who owns a name (a method, solver, format, shape or projector) — the precedence rule:
 
-- ``SELECTKIT_LOAD_PLUGINS=a,b``: load only these entry-point plugins (empty: none).
-- ``SELECTKIT_BLOCK_PLUGINS=a,b``: never load these plugins (entry points or built-ins).
-- ``SELECTKIT_TRACE=1``: print every hook call and result to stderr.
+- First-party names cannot be taken. First-party is selectkit itself: the built-in modules
+  (:data:`BUILTIN_PLUGINS`) and the entry points of the ``selectkit`` distribution (the
+  methods in ``plugins/``). Another plugin registering such a name is refused for that name
+  and reported as a :class:`NameConflict`; the first-party plugin is not blamed.
+- A name that two third-party plugins register (different classes) is refused for both, and
+  reported naming both distributions.
+- Any registration stays reachable by its qualified name, ``plugin:name`` or
+  ``distribution:name`` (``--method selectkit-keyword:keyword``); an unqualified name only
+  ever means the one holder, so installing a plugin never changes what a name runs.
+- Entry-point names follow the same rule: the ``selectkit`` distribution's come first, and a
+  name two third-party distributions use is refused for both.
+
+Environment controls (read by :meth:`Host.from_env`; names that match nothing are warnings):
+
+- ``SELECTKIT_LOAD_PLUGINS=a,b``: load only these installed plugins, named by entry point or by
+  distribution (set but empty: none, with a warning). Built-in modules always load.
+- ``SELECTKIT_BLOCK_PLUGINS=a,b``: never load these: entry-point names, distribution names
+  (``selectkit`` blocks its own methods), or built-in modules (``readers`` or
+  ``selectkit.data.readers``). Method names are not plugin names: naming one is a warning
+  that says which plugin provides it.
+- ``SELECTKIT_TRACE=1`` (also true/yes/on): one line on stderr per hook call, registration
+  hooks included (one per plugin), arguments and results abbreviated.
+
+Warnings are :class:`PluginWarning`\\ s, kept in :attr:`Host.warnings`; the command line
+prints them as ``warning: ...`` lines.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
+import reprlib
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -25,8 +50,11 @@ import pluggy
 
 from selectkit import hookspecs
 from selectkit.errors import ParamError, PluginError
+from selectkit.terminal import printable
 
 ENTRY_POINT_GROUP = "selectkit"
+#: The distribution whose entry points are first-party.
+FIRST_PARTY = "selectkit"
 
 BUILTIN_PLUGINS = (
     "selectkit.data.readers",
@@ -37,16 +65,41 @@ BUILTIN_PLUGINS = (
     "selectkit.models.loading",
 )
 
+#: What each registration hook registers, and what one of it is called in messages.
+KINDS = {
+    "methods": "method",
+    "solvers": "solver",
+    "formats": "format",
+    "shapes": "shape",
+    "projectors": "projector",
+}
+
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off", "")
+
+
+class PluginWarning(UserWarning):
+    """Something about the installed plugins or their environment controls the user should
+    fix, which does not stop the run (a filter naming nothing, a refused name)."""
+
 
 @dataclass
 class PluginInfo:
-    """One loaded plugin and what it provides."""
+    """One loaded plugin and what it provides (and was refused: names others hold)."""
 
     name: str
     distribution: str | None
     version: str | None
     builtin: bool
     provides: dict[str, list[str]] = field(default_factory=dict)
+    first_party: bool = False
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+    def origin(self) -> str:
+        """``plugin 'dsir' (selectkit 0.1.0)``, for messages."""
+        if self.distribution is None:
+            return f"plugin '{self.name}' (registered in-process)"
+        return f"plugin '{self.name}' ({self.distribution} {self.version})"
 
 
 @dataclass(frozen=True)
@@ -60,11 +113,176 @@ class PluginFailure:
     error: str
 
 
-def _env_list(name: str) -> set[str] | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
+@dataclass(frozen=True)
+class Claim:
+    """One plugin's registration of one name."""
+
+    plugin: PluginInfo
+    name: str
+    obj: Any
+
+
+@dataclass(frozen=True)
+class NameConflict:
+    """A name claimed by more than one plugin: ``holder`` keeps it (a first-party plugin), or
+    nobody does (``holder`` is None) and every claimant is ``refused``. ``kind`` is what the
+    name names: ``method``, ``solver``, ``format``, ``shape``, ``projector`` or ``command``."""
+
+    kind: str
+    name: str
+    holder: Claim | None
+    refused: tuple[Claim, ...]
+
+    def message(self) -> str:
+        what = f"{self.kind} '{self.name}'"
+        qualified = self.kind in KINDS.values()  # commands have no qualified names
+        if self.holder is not None:
+            others = " and ".join(c.plugin.origin() for c in self.refused)
+            picks = " or ".join(f"'{c.plugin.name}:{self.name}'" for c in self.refused)
+            other = f" (name the other one as {picks})" if qualified else ""
+            return (
+                f"{others} also registers {what}, which belongs to the first-party "
+                f"{self.holder.plugin.origin()}: refused, '{self.name}' means the first-party "
+                f"one{other}"
+            )
+        claimants = " and ".join(c.plugin.origin() for c in self.refused)
+        picks = " or ".join(f"'{_qualifier(c, self.refused)}:{self.name}'" for c in self.refused)
+        pick = f"pick one by its qualified name, {picks}, or " if qualified else ""
+        return (
+            f"{what} is registered by {claimants}: refused for all of them; {pick}block the "
+            "distributions you do not want (SELECTKIT_BLOCK_PLUGINS)"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready form, for ``selectkit plugins --json``."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "holder": _describe_claim(self.holder) if self.holder else None,
+            "refused": [_describe_claim(c) for c in self.refused],
+            "message": self.message(),
+        }
+
+
+def _describe_claim(claim: Claim) -> dict[str, Any]:
+    info = claim.plugin
+    return {"plugin": info.name, "distribution": info.distribution, "version": info.version}
+
+
+def _qualifier(claim: Claim, among: Sequence[Claim]) -> str:
+    """The distribution's name, unless it is shared with another claimant (then the plugin's)."""
+    dist = claim.plugin.distribution
+    if dist is None or sum(c.plugin.distribution == dist for c in among) > 1:
+        return claim.plugin.name
+    return dist
+
+
+def normalize(name: str) -> str:
+    """A distribution name as packaging compares them (PEP 503): ``Selectkit_Keyword`` ->
+    ``selectkit-keyword``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class Registry(Mapping[str, Any]):
+    """The names of one kind after the precedence rule, mapping to classes.
+
+    Iterating gives the unqualified names that have one holder, in registration order (the
+    order formats are detected and solvers tried). Lookups also accept ``qualifier:name``,
+    where the qualifier is a plugin (entry-point) name, a distribution name or, for the
+    built-ins, a module name.
+    """
+
+    def __init__(self, kind: str, claims: dict[str, list[Claim]]) -> None:
+        self.kind = kind
+        label = KINDS.get(kind, kind)
+        self.claims = claims
+        self.held: dict[str, Claim] = {}
+        self.conflicts: list[NameConflict] = []
+        for name, found in claims.items():
+            classes = _distinct(found)
+            if len(classes) == 1:
+                self.held[name] = found[0]
+                continue
+            firsts = [c for c in classes if c.plugin.first_party]
+            holder = firsts[0] if firsts else None
+            refused = tuple(c for c in classes if c is not holder)
+            if holder is not None:
+                self.held[name] = holder
+            self.conflicts.append(NameConflict(label, name, holder, refused))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.claim(key).obj
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.held)
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        try:
+            self.claim(key)
+        except KeyError:
+            return False
+        return True
+
+    def claim(self, key: str) -> Claim:
+        """The registration ``key`` names; :class:`KeyError` when none or several do."""
+        if key in self.held:
+            return self.held[key]
+        qualifier, sep, name = key.rpartition(":")
+        if not sep or name not in self.claims:
+            raise KeyError(key)
+        matches = _distinct([c for c in self.claims[name] if _matches(c.plugin, qualifier)])
+        if len(matches) == 1:
+            return matches[0]
+        holder = self.held.get(name)
+        if holder is not None and any(c.obj is holder.obj for c in matches):
+            return holder
+        raise KeyError(key)
+
+    def holder_of(self, obj: Any) -> Claim | None:
+        """The registration of class ``obj`` (the holder's, when several plugins return it)."""
+        found = [c for claims in self.claims.values() for c in claims if c.obj is obj]
+        held = [c for c in found if self.held.get(c.name) is c]
+        return (held or found or [None])[0]
+
+    def explain(self, key: str) -> str:
+        """Why ``key`` names nothing, and what the user can pick instead."""
+        label = KINDS.get(self.kind, self.kind)
+        qualifier, sep, name = key.rpartition(":")
+        if not sep:
+            for conflict in self.conflicts:
+                if conflict.name == key:
+                    return conflict.message()
+            known = ", ".join(sorted(self.held)) or "none"
+            return f"no {label} named '{key}'; available: {known}"
+        if name not in self.claims:
+            known = ", ".join(sorted(self.held)) or "none"
+            return f"no {label} named '{name}' (in '{key}'); available: {known}"
+        sources = sorted({f"{c.plugin.name} ({c.plugin.distribution})" for c in self.claims[name]})
+        return (
+            f"no {label} '{name}' comes from a plugin or distribution named '{qualifier}' "
+            f"(or it names several): '{name}' comes from {', '.join(sources)}; qualify it with "
+            "one plugin name"
+        )
+
+
+def _distinct(claims: Iterable[Claim]) -> list[Claim]:
+    """The first claim of each distinct class: one class returned by two plugins is no clash."""
+    seen: list[Claim] = []
+    for claim in claims:
+        if not any(claim.obj is other.obj for other in seen):
+            seen.append(claim)
+    return seen
+
+
+def _matches(info: PluginInfo, qualifier: str) -> bool:
+    if qualifier in (info.name, info.name.rsplit(".", 1)[-1]):
+        return True
+    return info.distribution is not None and normalize(info.distribution) == normalize(qualifier)
 
 
 class Host:
@@ -78,146 +296,320 @@ class Host:
         only: set[str] | None = None,
         blocked: set[str] | None = None,
         trace: bool = False,
+        _labels: tuple[str, str] = ("only", "blocked"),
     ) -> None:
         self.pm = pluggy.PluginManager("selectkit")
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
-        self.failures: list[PluginFailure] = []
-        self._blocked = blocked or set()
-        self._registries: dict[str, dict[str, type]] = {}
+        self.warnings: list[str] = []
+        self._load_failures: list[PluginFailure] = []
+        self._collect_failures: dict[str, list[PluginFailure]] = {}
+        self._extra_conflicts: list[NameConflict] = []
+        self._registries: dict[str, Registry] = {}
+        self._trace = trace
         if trace:
-            self.pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
-            self.pm.enable_tracing()
+            self.pm.add_hookcall_monitoring(lambda *a: None, self._trace_hook)
+        blocked = set(blocked or ())
+        used: set[str] = set()
         for module_name in builtins:
             short = module_name.rsplit(".", 1)[-1]
-            if short in self._blocked or module_name in self._blocked:
+            hit = {short, module_name} & blocked
+            if hit:
+                used |= hit
                 continue
             self._register(
                 module_name, lambda m=module_name: importlib.import_module(m), None, True
             )
         if entry_points:
-            self._load_entry_points(only)
+            used |= self._load_entry_points(only, blocked, _labels[0])
         self._check_pending()
+        if blocked - used:
+            self._unmatched_blocked(sorted(blocked - used), _labels[1], builtins)
 
     @classmethod
     def from_env(cls) -> Host:
-        return cls(
-            only=_env_list("SELECTKIT_LOAD_PLUGINS"),
+        """The host the environment asks for (``SELECTKIT_LOAD_PLUGINS``,
+        ``SELECTKIT_BLOCK_PLUGINS``, ``SELECTKIT_TRACE``)."""
+        notes: list[str] = []
+        trace = env_flag("SELECTKIT_TRACE", notes)
+        only = _env_list("SELECTKIT_LOAD_PLUGINS")
+        if only is not None and not only:
+            notes.append(
+                "SELECTKIT_LOAD_PLUGINS is set but empty, so no installed plugin is loaded (not "
+                "even selectkit's own methods), only the built-in formats, shapes and solvers; "
+                "unset it to load them all"
+            )
+        host = cls(
+            only=only,
             blocked=_env_list("SELECTKIT_BLOCK_PLUGINS"),
-            trace=os.environ.get("SELECTKIT_TRACE", "") not in ("", "0"),
+            trace=trace,
+            _labels=("SELECTKIT_LOAD_PLUGINS", "SELECTKIT_BLOCK_PLUGINS"),
         )
+        for note in notes:
+            host.warn(note)
+        return host
 
     @property
     def hook(self) -> Any:
         return self.pm.hook
 
+    def first_party_hook(self, name: str) -> Any:
+        """Hook ``name`` as answered by first-party plugins only: how the loaders answer the
+        names selectkit reserves (``smollm2``, ``tiny-llama``), which no plugin can take."""
+        others = [
+            plugin
+            for plugin_name, plugin in self.pm.list_name_plugin()
+            if plugin is not None
+            and not (plugin_name in self.plugins and self.plugins[plugin_name].first_party)
+        ]
+        return self.pm.subset_hook_caller(name, others)
+
     def register(self, plugin: object, name: str) -> None:
-        """Register an in-process plugin object (tests, notebooks). Raises on a bad plugin."""
+        """Register an in-process plugin object (tests, notebooks); a third-party plugin for
+        the precedence rule. Raises :class:`PluginError` on a bad or already loaded plugin."""
+        existing = self.plugins.get(name)
+        if existing is not None or self.pm.is_registered(plugin):
+            holder = existing or self.plugins.get(self.pm.get_name(plugin) or "")
+            where = holder.origin() if holder else f"plugin '{name}'"
+            raise PluginError(
+                f"cannot register plugin '{name}': {where} is already loaded (an installed "
+                "plugin is loaded from its entry point); to test a plugin on its own, build "
+                "the host without entry points: Host(entry_points=False)"
+            )
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(plugin)
+            raise PluginError(f"plugin '{name}' does not fit the hooks: {exc}") from None
         self.plugins[name] = PluginInfo(name, None, None, builtin=False)
-        self._registries.clear()
+        self._forget()
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.plugins.pop(name, None)
-        self._registries.clear()
+        self._forget()
+
+    def warn(self, message: str) -> None:
+        """Record ``message`` and issue it as a :class:`PluginWarning`."""
+        self.warnings.append(message)
+        warnings.warn(message, PluginWarning, stacklevel=2)
 
     # -- what the plugins provide -------------------------------------------------------
 
     @property
-    def methods(self) -> dict[str, type]:
+    def methods(self) -> Registry:
         return self._registry("methods")
 
     @property
-    def solvers(self) -> dict[str, type]:
+    def solvers(self) -> Registry:
         return self._registry("solvers")
 
     @property
-    def formats(self) -> dict[str, type]:
+    def formats(self) -> Registry:
         return self._registry("formats")
 
     @property
-    def shapes(self) -> dict[str, type]:
+    def shapes(self) -> Registry:
         return self._registry("shapes")
 
     @property
-    def projectors(self) -> dict[str, type]:
+    def projectors(self) -> Registry:
         return self._registry("projectors")
 
     def method(self, name: str) -> type:
-        return self._lookup("methods", name, "method")
+        """The method class ``name`` means (``name`` or ``plugin:name``)."""
+        return self._lookup("methods", name)
 
     def solver(self, name: str) -> type:
-        return self._lookup("solvers", name, "solver")
+        return self._lookup("solvers", name)
 
     def projector(self, name: str) -> type:
-        return self._lookup("projectors", name, "projector")
+        return self._lookup("projectors", name)
 
-    def _lookup(self, kind: str, name: str, label: str) -> type:
+    def format(self, name: str) -> type:
+        return self._lookup("formats", name)
+
+    def shape(self, name: str) -> type:
+        return self._lookup("shapes", name)
+
+    def provider(self, kind: str, obj: Any) -> PluginInfo | None:
+        """The plugin that registered class ``obj`` of ``kind`` (``"methods"``, ...), or None
+        for a class no plugin registered."""
+        claim = self._registry(kind).holder_of(obj)
+        return claim.plugin if claim is not None else None
+
+    @property
+    def failures(self) -> list[PluginFailure]:
+        """Plugins left out, and registration hooks that failed (of the registries collected
+        so far: :meth:`warm` collects them all)."""
+        collected = [f for kind in self._collect_failures.values() for f in kind]
+        return [*self._load_failures, *collected]
+
+    @property
+    def conflicts(self) -> list[NameConflict]:
+        """Every name claimed by more than one plugin, with who keeps it."""
+        self.warm()
+        found = [c for r in self._registries.values() for c in r.conflicts]
+        return [*found, *self._extra_conflicts]
+
+    def record_conflict(self, conflict: NameConflict) -> None:
+        """Record a conflict found outside the registries (a plugin's command)."""
+        self._extra_conflicts.append(conflict)
+
+    def _lookup(self, kind: str, name: str) -> type:
         registry = self._registry(kind)
-        if name not in registry:
-            known = ", ".join(sorted(registry)) or "none"
+        try:
+            claim = registry.claim(name)
+        except KeyError:
             failed = [f.name for f in self.failures]
             hint = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
-            raise ParamError(f"no {label} named '{name}'; available: {known}{hint}")
-        return registry[name]
+            raise ParamError(registry.explain(name) + hint) from None
+        if ":" not in name:
+            for conflict in registry.conflicts:
+                if conflict.name == name and conflict.holder is not None:
+                    self.warn(conflict.message())
+        return claim.obj
 
-    def _registry(self, kind: str) -> dict[str, type]:
+    def _registry(self, kind: str) -> Registry:
         if kind not in self._registries:
             self._registries[kind] = self._collect(kind)
         return self._registries[kind]
 
-    def _collect(self, kind: str) -> dict[str, type]:
+    def _collect(self, kind: str) -> Registry:
         """Call ``selectkit_register_<kind>`` on each plugin on its own, so that one plugin
         raising or returning junk is reported and the others still count."""
-        caller = getattr(self.pm.hook, f"selectkit_register_{kind}")
-        found: dict[str, type] = {}
+        hook_name = f"selectkit_register_{kind}"
+        label = KINDS[kind]
+        failures: list[PluginFailure] = []
+        self._collect_failures[kind] = failures
+        claims: dict[str, list[Claim]] = {}
         for info in self.plugins.values():
             info.provides.pop(kind, None)
-        # get_hookimpls() lists plugins in registration order: built-ins, then entry points.
-        for impl in caller.get_hookimpls():
-            plugin_name = impl.plugin_name
+            info.refused.pop(kind, None)
+        for info, result in self.call_each(hook_name, failures=failures):
             try:
-                classes = list(impl.function() or [])
+                classes = list(result or [])
                 for cls in classes:
                     name = getattr(cls, "name", None)
                     if not isinstance(cls, type) or not isinstance(name, str) or not name:
                         raise PluginError(f"returned {cls!r}, which is not a class with a name")
+                    if ":" in name:
+                        raise PluginError(
+                            f"{label} name '{name}' has a ':', which separates a qualifier "
+                            "(plugin:name) from a name"
+                        )
             except Exception as exc:  # a broken plugin must not take the host down
-                self.record_failure(plugin_name, f"selectkit_register_{kind}", exc)
+                failures.append(self._failure(info.name, hook_name, exc))
                 continue
             for cls in classes:
-                if cls.name in found and found[cls.name] is not cls:
-                    self.record_failure(
-                        plugin_name,
-                        f"selectkit_register_{kind}",
-                        PluginError(f"{kind[:-1]} name '{cls.name}' is already taken"),
+                found = claims.setdefault(cls.name, [])
+                if not any(c.plugin is info and c.obj is cls for c in found):
+                    found.append(Claim(info, cls.name, cls))
+        registry = Registry(kind, claims)
+        for name, found in claims.items():
+            for claim in found:
+                held = registry.held.get(name)
+                target = claim.plugin.provides
+                if held is None or held.obj is not claim.obj:
+                    target = claim.plugin.refused
+                target.setdefault(kind, []).append(name)
+        return registry
+
+    def call_each(
+        self, hook_name: str, *, failures: list[PluginFailure] | None = None, **kwargs: Any
+    ) -> Iterator[tuple[PluginInfo, Any]]:
+        """Call hook ``hook_name`` on each plugin on its own, in registration order, and yield
+        ``(plugin, result)``; a plugin that raises is recorded as a failure (in ``failures``,
+        else the host's) and skipped. Traced like every other hook call."""
+        order = {name: i for i, name in enumerate(self.plugins)}
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
+            info = self.plugins.get(impl.plugin_name) or PluginInfo(
+                impl.plugin_name, None, None, builtin=False
+            )
+            sink = self._load_failures if failures is None else failures
+            if impl.wrapper or impl.hookwrapper:
+                sink.append(
+                    self._failure(
+                        info.name,
+                        hook_name,
+                        PluginError("a wrapper cannot implement a registration hook"),
                     )
-                    continue
-                found[cls.name] = cls
-                info = self.plugins.get(plugin_name)
-                if info is not None:
-                    info.provides.setdefault(kind, []).append(cls.name)
-        return found
+                )
+                continue
+            try:
+                result = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            except Exception as exc:  # a broken plugin must not take the host down
+                self._trace_line(f"{hook_name} [{info.name}]", kwargs, error=exc)
+                sink.append(self._failure(info.name, hook_name, exc))
+                continue
+            self._trace_line(f"{hook_name} [{info.name}]", kwargs, result=result)
+            yield info, result
 
     def warm(self) -> None:
         """Collect every registry now, so listings show what each plugin provides."""
-        for kind in ("methods", "solvers", "formats", "shapes", "projectors"):
+        for kind in KINDS:
             self._registry(kind)
+
+    def _forget(self) -> None:
+        self._registries.clear()
+        self._collect_failures.clear()
 
     # -- loading ------------------------------------------------------------------------
 
-    def _load_entry_points(self, only: set[str] | None) -> None:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in self._blocked or (only is not None and ep.name not in only):
-                continue
-            if self.pm.has_plugin(ep.name):
-                continue
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
-            self._register(ep.name, ep.load, (dist_name, version), False)
+    def _load_entry_points(self, only: set[str] | None, blocked: set[str], label: str) -> set[str]:
+        """Register the entry points the filters let through; return the names of ``blocked``
+        that matched one."""
+        found = _entry_points()
+        matched_block: set[str] = set()
+        matched_only: set[str] = set()
+        wanted = []
+        for ep, dist, version in found:
+            hits_block = {name for name in blocked if _names(ep, dist, name)}
+            hits_only = {name for name in only or () if _names(ep, dist, name)}
+            matched_block |= hits_block
+            matched_only |= hits_only
+            if not hits_block and (only is None or hits_only):
+                wanted.append((ep, dist, version))
+        if only and only - matched_only:
+            self._unmatched_only(sorted(only - matched_only), label, found)
+        self._register_entry_points(wanted)
+        return matched_block
+
+    def _register_entry_points(self, found: list[tuple[Any, str | None, str | None]]) -> None:
+        """The ``selectkit`` distribution's entry points first, then the others by name; an
+        entry-point name used twice goes to the first-party one, or to nobody."""
+        groups: dict[str, list[tuple[Any, str | None, str | None]]] = {}
+        for item in found:
+            groups.setdefault(item[0].name, []).append(item)
+        for name in sorted(groups, key=lambda n: (not _first(groups[n]), n)):
+            items = groups[name]
+            keep = items[0] if len(items) == 1 else None
+            if keep is None and _first(items):
+                keep = next(item for item in items if _is_first_party(item[1]))
+            for ep, dist, version in items:
+                if keep is not None and ep is keep[0]:
+                    continue
+                others = ", ".join(sorted(f"{d} {v}" for e, d, v in items if e is not ep))
+                why = (
+                    "belongs to the first-party plugin of " + others
+                    if keep is not None
+                    else f"is also used by {others}, so it is refused for all of them"
+                )
+                self._load_failures.append(
+                    PluginFailure(
+                        name,
+                        dist,
+                        version,
+                        "register",
+                        f"entry-point name '{name}' {why}; block one distribution "
+                        "(SELECTKIT_BLOCK_PLUGINS) or ask its authors to rename it",
+                    )
+                )
+            if keep is not None:
+                ep, dist, version = keep
+                self._register(ep.name, ep.load, (dist, version), False)
 
     def _register(
         self,
@@ -230,20 +622,23 @@ class Host:
         if builtin:
             from selectkit import __version__
 
-            dist_name, version = "selectkit", __version__
+            dist_name, version = FIRST_PARTY, __version__
         try:
             plugin = load()
         except Exception as exc:
-            self.failures.append(PluginFailure(name, dist_name, version, "import", _describe(exc)))
+            self._load_failures.append(
+                PluginFailure(name, dist_name, version, "import", _describe(exc))
+            )
             return
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
-            self.failures.append(
+            self._load_failures.append(
                 PluginFailure(name, dist_name, version, "register", _describe(exc))
             )
             return
-        self.plugins[name] = PluginInfo(name, dist_name, version, builtin)
+        first = builtin or _is_first_party(dist_name)
+        self.plugins[name] = PluginInfo(name, dist_name, version, builtin, first_party=first)
 
     def _check_pending(self) -> None:
         """``check_pending`` until clean, dropping each plugin that implements unknown hooks."""
@@ -255,7 +650,7 @@ class Host:
                 name = self.pm.get_name(exc.plugin)
                 self.pm.unregister(exc.plugin)
                 info = self.plugins.pop(name, None)
-                self.failures.append(
+                self._load_failures.append(
                     PluginFailure(
                         name,
                         info.distribution if info else None,
@@ -266,16 +661,194 @@ class Host:
                 )
 
     def record_failure(self, plugin_name: str, stage: str, exc: BaseException) -> None:
+        self._load_failures.append(self._failure(plugin_name, stage, exc))
+
+    def _failure(self, plugin_name: str, stage: str, exc: BaseException) -> PluginFailure:
         info = self.plugins.get(plugin_name)
-        self.failures.append(
-            PluginFailure(
-                plugin_name,
-                info.distribution if info else None,
-                info.version if info else None,
-                stage,
-                _describe(exc),
-            )
+        return PluginFailure(
+            plugin_name,
+            info.distribution if info else None,
+            info.version if info else None,
+            stage,
+            _describe(exc),
         )
+
+    # -- filters that named nothing -----------------------------------------------------
+
+    def _unmatched_only(self, names: list[str], label: str, found: list[Any]) -> None:
+        builtins = [n for n in names if n in BUILTIN_PLUGINS or _short_builtin(n)]
+        for name in builtins:
+            self.warn(
+                f"{label} names '{name}', a built-in module: built-ins always load; "
+                f"{label} chooses among installed plugins"
+            )
+        others = [n for n in names if n not in builtins]
+        if others:
+            plugins = ", ".join(sorted({ep.name for ep, _, _ in found})) or "none"
+            dists = ", ".join(sorted({d for _, d, _ in found if d})) or "none"
+            self.warn(
+                f"{label} names {_listed(others)}, which match{_s(others)} no installed plugin "
+                f"or distribution, so nothing was loaded for it; plugins: {plugins} "
+                f"(distributions: {dists}). Name plugins, not methods: `selectkit plugins` "
+                "shows which plugin provides what"
+            )
+
+    def _unmatched_blocked(self, names: list[str], label: str, builtins: Iterable[str]) -> None:
+        providers: dict[str, list[str]] = {}
+        for kind, what in KINDS.items():
+            registry = self._registry(kind)
+            for name in names:
+                claim = registry.held.get(name)
+                if claim is not None:
+                    providers.setdefault(name, []).append(f"a {what} of {claim.plugin.origin()}")
+        for name in names:
+            if name in providers:
+                what = " and ".join(providers[name])
+                self.warn(
+                    f"{label} names '{name}', which is not a plugin but {what}, so nothing "
+                    "was blocked for it; block the plugin (which blocks all it provides), or just "
+                    "do not use the name"
+                )
+        rest = [n for n in names if n not in providers]
+        if rest:
+            plugins = ", ".join(n for n, i in self.plugins.items() if not i.builtin) or "none"
+            dists = sorted({i.distribution for i in self.plugins.values() if i.distribution})
+            modules = ", ".join(m.rsplit(".", 1)[-1] for m in builtins)
+            self.warn(
+                f"{label} names {_listed(rest)}, which match{_s(rest)} no plugin, distribution "
+                f"or built-in, so nothing was blocked for it; plugins: {plugins} (distributions: "
+                f"{', '.join(dists) or 'none'}; built-ins: {modules})"
+            )
+
+    # -- tracing ------------------------------------------------------------------------
+
+    def _trace_hook(self, outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+        if outcome.exception is not None:
+            self._trace_line(hook_name, kwargs, error=outcome.exception)
+        else:
+            self._trace_line(hook_name, kwargs, result=outcome.get_result())
+
+    def _trace_line(
+        self,
+        call: str,
+        kwargs: Mapping[str, Any],
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if not self._trace:
+            return
+        args = ", ".join(f"{key}={brief(value)}" for key, value in kwargs.items())
+        if error is not None:
+            outcome = f"raised {type(error).__name__}: {brief(str(error))}"
+        else:
+            outcome = brief(result)
+        room = max(40, TRACE_WIDTH - len(call) - len(outcome) - 6)  # the outcome is kept whole
+        if len(args) > room:
+            args = args[: room - 3] + "..."
+        line = f"{call}({args}) -> {outcome}"[:TRACE_WIDTH]
+        sys.stderr.write(f"trace: {printable(line)}\n")
+
+
+#: The longest trace line, before escaping.
+TRACE_WIDTH = 300
+_REPR = reprlib.Repr()
+_REPR.maxstring = 80
+_REPR.maxother = 80
+
+
+def brief(value: Any, width: int = 160) -> str:
+    """``value`` in at most ``width`` characters: classes by name, long sequences by length and
+    item type (``list of 100 RawRow``), mappings by their first keys, anything else by
+    reprlib."""
+    text = _brief(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, type):
+        return value.__qualname__
+    if isinstance(value, (list, tuple)):
+        return _brief_items(value)
+    if isinstance(value, Mapping):
+        keys = list(value)
+        shown = ", ".join(f"{_REPR.repr(k)}: {brief(value[k], 60)}" for k in keys[:4])
+        more = f", ... {len(keys)} in all" if len(keys) > 4 else ""
+        return f"{{{shown}{more}}}"
+    return _REPR.repr(value)
+
+
+def _brief_items(items: list[Any] | tuple[Any, ...]) -> str:
+    kinds = {type(v) for v in items}
+    if len(items) > 4 and not all(isinstance(v, type) for v in items):
+        what = next(iter(kinds)).__name__ if len(kinds) == 1 else "values"
+        return f"{type(items).__name__} of {len(items)} {what}"
+    shown = ", ".join(brief(v, 80) for v in items[:6])
+    more = f", ... {len(items)} in all" if len(items) > 6 else ""
+    return f"[{shown}{more}]"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def env_flag(name: str, notes: list[str] | None = None) -> bool:
+    """A yes/no environment variable: 1/true/yes/on, or 0/false/no/off/empty (unset: no).
+    Anything else is no, with a note appended to ``notes`` (the caller warns)."""
+    value = os.environ.get(name)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _YES:
+        return True
+    if lowered not in _NO and notes is not None:
+        notes.append(
+            f"{name}={value!r} is not a yes/no value (1, true, yes, on / 0, false, no, off); "
+            "taken as off"
+        )
+    return False
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _entry_points() -> list[tuple[Any, str | None, str | None]]:
+    """Every entry point of the group with its distribution's name and version."""
+    found = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        name = dist.metadata["Name"] if dist is not None else None
+        found.append((ep, name, dist.version if dist is not None else None))
+    return found
+
+
+def _is_first_party(dist: str | None) -> bool:
+    return dist is not None and normalize(dist) == FIRST_PARTY
+
+
+def _first(items: list[tuple[Any, str | None, str | None]]) -> bool:
+    return any(_is_first_party(dist) for _, dist, _ in items)
+
+
+def _names(ep: Any, dist: str | None, name: str) -> bool:
+    """Whether filter entry ``name`` names entry point ``ep`` (or its distribution)."""
+    return name == ep.name or (dist is not None and normalize(name) == normalize(dist))
+
+
+def _short_builtin(name: str) -> bool:
+    return any(m.rsplit(".", 1)[-1] == name for m in BUILTIN_PLUGINS)
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _s(names: Sequence[str]) -> str:
+    """The verb's ending for one name or several."""
+    return "es" if len(names) == 1 else ""
 
 
 def _describe(exc: BaseException) -> str:

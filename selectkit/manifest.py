@@ -50,7 +50,7 @@ def build_manifest(
         "method": {
             "name": method.name,
             "params": params_to_dict(method.params),
-            "plugin": _plugin_of(host, method.name),
+            "plugin": plugin_of(host, method),
         },
         "objective": type(objective).__name__,
         "seed": seed,
@@ -105,11 +105,20 @@ def _describe_pool(pool: Pool) -> dict[str, Any]:
     }
 
 
-def _plugin_of(host: Host, method_name: str) -> dict[str, Any] | None:
-    for info in host.plugins.values():
-        if method_name in info.provides.get("methods", []):
-            return {"name": info.name, "distribution": info.distribution, "version": info.version}
-    return None
+def plugin_of(host: Host, method: Method | type | str) -> dict[str, Any] | None:
+    """The plugin whose class ran: found by the class itself, not its name, since a name can
+    be registered by several plugins (``--method distribution:name`` picks one). A name is
+    looked up as the user would (``"dsir"``, ``"selectkit:dsir"``); None for a method no
+    plugin registered (a Method instance built in-process)."""
+    if isinstance(method, str):
+        if method not in host.methods:
+            return None
+        method = host.methods[method]
+    cls = method if isinstance(method, type) else type(method)
+    info = host.provider("methods", cls)
+    if info is None:
+        return None
+    return {"name": info.name, "distribution": info.distribution, "version": info.version}
 
 
 def versions() -> dict[str, str]:

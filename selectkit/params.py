@@ -1,12 +1,17 @@
-"""Typed parameters for methods and solvers: dataclasses filled from ``key=value`` strings."""
+"""Typed parameters for methods and solvers: dataclasses filled from ``key=value`` strings
+(the command line) or Python values, both checked against the declared types."""
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from selectkit.errors import ParamError
 
@@ -28,7 +33,10 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def build_params(params_cls: type, values: Mapping[str, Any], owner: str) -> Any:
-    """Instantiate ``params_cls`` from values, converting strings to the declared types.
+    """Instantiate ``params_cls`` from values: strings are converted to the declared types
+    (``"10"`` for an int), other values are checked against them the same way (an int is not
+    a bool, a float field takes an int, a Literal takes one of its values, a tuple field takes
+    a list or tuple of the right items, Optional takes None).
 
     ``owner`` names the method or solver in error messages.
     """
@@ -43,7 +51,7 @@ def build_params(params_cls: type, values: Mapping[str, Any], owner: str) -> Any
         converted[key] = _convert(value, hints[key], f"{owner} parameter '{key}'")
     try:
         return params_cls(**converted)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ParamError) as exc:
         raise ParamError(f"{owner}: {exc}") from None
 
 
@@ -59,6 +67,7 @@ def describe_params(params_cls: type) -> list[dict[str, Any]]:
             {
                 "name": f.name,
                 "type": _type_name(hints[f.name]),
+                "choices": choices(hints[f.name]),
                 "default": None if default is dataclasses.MISSING else default,
                 "help": f.metadata.get("help", ""),
             }
@@ -66,17 +75,30 @@ def describe_params(params_cls: type) -> list[dict[str, Any]]:
     return rows
 
 
+def choices(tp: Any) -> list[Any] | None:
+    """The values a ``Literal`` (or optional ``Literal``) type allows, else None."""
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [choices(arg) for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(inner) == 1 and inner[0] is not None:
+            return inner[0]
+    return None
+
+
 def params_to_dict(params: Any) -> dict[str, Any]:
     return dataclasses.asdict(params)
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) is None and isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
 
 
 def _convert(value: Any, tp: Any, label: str) -> Any:
     if not isinstance(value, str):
-        return value
+        return _check(value, tp, label)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -109,3 +131,65 @@ def _convert(value: Any, tp: Any, label: str) -> Any:
         except ValueError:
             raise ParamError(f"{label} must be {tp.__name__}, not '{value}'") from None
     return value
+
+
+def _check(value: Any, tp: Any, label: str) -> Any:
+    """A Python value checked against type ``tp`` (and normalized: numpy scalars to Python
+    numbers, a list for a tuple field to a tuple); :class:`ParamError` naming ``label``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, arg, label)
+            except ParamError:
+                continue
+        raise _mismatch(value, tp, label)
+    if origin is typing.Literal:
+        if any(type(value) is type(a) and value == a for a in args):
+            return value
+        raise ParamError(f"{label} must be one of {list(args)}, not {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _mismatch(value, tp, label)
+        kinds = [args[0] if args else Any] * len(value)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[int, str]: fixed
+            if len(value) != len(args):
+                raise ParamError(f"{label} must hold {len(args)} items, not {len(value)}")
+            kinds = list(args)
+        items = [_convert(v, kinds[i], f"{label} item {i}") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is not None:  # dict[...], frozenset[...]: the container's type, items unchecked
+        if isinstance(origin, type) and not isinstance(value, origin):
+            raise _mismatch(value, tp, label)
+        return value
+    if tp is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise ParamError(f"{label} must be true or false, not {value!r}")
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        raise _mismatch(value, tp, label)
+    if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            try:
+                return float(value)
+            except OverflowError:
+                raise ParamError(f"{label} is too large for a float") from None
+        raise _mismatch(value, tp, label)
+    if tp is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise _mismatch(value, tp, label)
+    return value
+
+
+def _mismatch(value: Any, tp: Any, label: str) -> ParamError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ParamError(f"{label} must be {_type_name(tp)}, not {shown} ({type(value).__name__})")

@@ -1,6 +1,11 @@
 """The built-in ``selectkit_load_model`` hook: tiny models, the bundled SmolLM2, local paths and
 hub names; and :func:`load_model`, which asks the plugins and places the model on its device.
 
+The names selectkit ships (``smollm2``, ``tiny-llama[:k=v,...]``, ``tiny-gpt2[:...]``) are
+reserved: only first-party plugins are asked for them, so no plugin can answer another model
+for them. Any other spec is asked of the plugins first and of the built-in fallback (a local
+folder, a hub name) last, so a plugin can add model sources.
+
 transformers and torch are imported inside functions so that the CLI starts fast.
 """
 
@@ -14,6 +19,7 @@ from selectkit.data.tokenizers import (
     SMOLLM2,
     SMOLLM2_GGUF,
     looks_like_hub_name,
+    remote_code_refused,
     smollm2_directory,
 )
 from selectkit.errors import ParamError
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
     from selectkit.host import Host
 
 DTYPES = ("float32", "bfloat16", "float16")
+#: The tiny random models built in (``tiny-llama:layers=4`` adds settings).
+TINY_MODELS = ("tiny-llama", "tiny-gpt2")
 DType = Literal["float32", "bfloat16", "float16"]
 
 
@@ -104,10 +112,18 @@ def _dequantized(model: Any) -> Any:
     return model
 
 
+def is_reserved_model(spec: str) -> bool:
+    """Whether ``spec`` names a model selectkit ships, which only first-party plugins answer."""
+    return spec == SMOLLM2 or spec.partition(":")[0] in TINY_MODELS
+
+
 @hookimpl(trylast=True)
 def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None:
     """``tiny-llama[:k=v,...]`` / ``tiny-gpt2`` (random tiny models), ``smollm2`` (the bundled
-    SmolLM2-135M-Instruct), a local folder or a hub name; ``None`` for anything else."""
+    SmolLM2-135M-Instruct), a local folder or a hub name; ``None`` for anything else.
+
+    Called last for an ordinary spec (plugins are asked first) and alone with the other
+    first-party plugins for a reserved one (:func:`is_reserved_model`)."""
     if spec.startswith("tiny-"):
         from selectkit.models.tiny import tiny_model
 
@@ -133,6 +149,11 @@ def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None
         )
     except (OSError, ValueError) as exc:
         where = f"local path {source}" if path.exists() else "the Hugging Face hub (offline?)"
+        refused = remote_code_refused(
+            exc, f"model '{spec}' from {where}", "ModelOptions(trust_remote_code=True)"
+        )
+        if refused is not None:
+            raise refused from exc
         raise ParamError(f"cannot load model '{spec}' from {where}: {exc}") from exc
     return LoadedModel(model, tokenizer, spec)
 
@@ -146,11 +167,14 @@ def load_model(
 
         host = get_host()
     device = resolve_device(options.device)
-    loaded = host.hook.selectkit_load_model(spec=spec, options=options)
+    if is_reserved_model(spec):
+        loaded = host.first_party_hook("selectkit_load_model")(spec=spec, options=options)
+    else:
+        loaded = host.hook.selectkit_load_model(spec=spec, options=options)
     if loaded is None:
         raise ParamError(
             f"no model '{spec}': not an existing path, not a hub name, and no plugin knows it "
-            f"(built-in names: {SMOLLM2}, tiny-llama, tiny-gpt2)"
+            f"(built-in names: {SMOLLM2}, {', '.join(TINY_MODELS)})"
         )
     loaded.model.to(device).eval()
     if loaded.tokenizer.pad_token_id is None:
