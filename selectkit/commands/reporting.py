@@ -91,6 +91,10 @@ def report(exc: BaseException, *, debug: bool = False) -> int:
         )
     if isinstance(exc, OSError) and exc.errno in _OS_HINTS:
         return _say(_os_error(exc), EXIT_BAD_INPUT)
+    if isinstance(exc, ValueError) and "embedded null" in str(exc):  # from os.stat and friends
+        return _say(
+            "a path holds a NUL byte, which no file name can; check the path", EXIT_BAD_INPUT
+        )
     if isinstance(exc, MemoryError):
         return _say(
             f"out of memory ({exc or 'an allocation failed'}); use a smaller pool, batch or "

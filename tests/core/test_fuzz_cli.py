@@ -214,6 +214,7 @@ def request_cases() -> list[Case]:
         ("seed:huge", base, [*pool, "-m", "random", "--budget", "2", "--seed", str(2**64)]),
         ("jobs:negative", base, [*pool, "-m", "random", "--budget", "2", "-j", "-5"]),
         ("target:missing", base, [*pool, "-m", "dsir", "--budget", "2", "--target", "nope.jsonl"]),
+        ("pool:nul-byte", base, [*pool, "-m", "random", "--budget", "2", "--target", "a\x00b"]),
         ("pool:missing", base, ["select", "-m", "random", "--budget", "2", "--pool", "nope.jsonl",
                                 "--out", "o.jsonl"]),
     ]  # fmt: skip

@@ -56,7 +56,8 @@ def test_another_shards_temporary_manifest_is_not_a_foreign_run(tmp_path):
     other = Publication()
     other.file(out / MANIFEST_NAME).write_text("{")  # half written, by a live writer
     manifest = {"kind": "selectkit.retrain", "pool": {}, "target": {}, "fraction": 0.5,
-                "models": 2, "seed": 0, "vary_seed": False, "finetune": {}, "model": {}}  # fmt: skip
+                "models": 2, "seed": 0, "vary_seed": False, "finetune": {},
+                "model": {}}  # fmt: skip
     open_run_folder(out, manifest, np.zeros((2, 4), dtype=bool))
     other.abort()
     assert (out / MANIFEST_NAME).is_file() and (out / "masks.npy").is_file()
