@@ -16,8 +16,8 @@ import pytest
 
 from selectkit.errors import StoreError
 from selectkit.features import npyfiles
-from selectkit.features import store as store_module
 from selectkit.features.store import FeatureStore, Layout, RowStatus, default_root, key_id
+from selectkit.features.store import root as store_module
 
 KEY = {"model": "tiny", "gradient": "adam", "pool": "abc123", "lr": 1e-4}
 # 8 float32 columns x 4 rows per block = 128 bytes a block; 300 bytes a file = 2 blocks.
@@ -210,14 +210,14 @@ def test_not_enough_disk_space_fails_before_writing(store, monkeypatch):
 
 
 def test_losing_a_creation_race_opens_the_winner(store, monkeypatch):
-    build = store_module._build_entry
+    build = store_module.build_entry
 
     def racing(path, key, layout, meta, file_rows):
-        monkeypatch.setattr(store_module, "_build_entry", build)
+        monkeypatch.setattr(store_module, "build_entry", build)
         FeatureStore(store.root, file_bytes=FILE_BYTES).open(key, layout, {"winner": True})
         build(path, key, layout, meta, file_rows)
 
-    monkeypatch.setattr(store_module, "_build_entry", racing)
+    monkeypatch.setattr(store_module, "build_entry", racing)
     features = store.open(KEY, _layout(), {"winner": False})
     assert features.meta == {"winner": True}
     assert [p.name for p in store.root.iterdir()] == [features.id]
