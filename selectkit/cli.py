@@ -188,7 +188,7 @@ def _register_plugin_commands(group: click.Group, host: Host) -> None:
     Commands follow the host's precedence rule: selectkit's own commands cannot be replaced,
     and a command name two third-party plugins add is refused for both; either is recorded
     as a name conflict (``selectkit plugins``)."""
-    from selectkit.host import Claim, NameConflict, PluginInfo, Registry
+    from selectkit.registry import Claim, NameConflict, PluginInfo, Registry
 
     core = PluginInfo("selectkit", "selectkit", __version__, builtin=True, first_party=True)
     own = dict(group.commands)

@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
-import reprlib
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -50,7 +48,8 @@ import pluggy
 
 from selectkit import hookspecs
 from selectkit.errors import ParamError, PluginError
-from selectkit.terminal import printable
+from selectkit.registry import KINDS, Claim, NameConflict, PluginInfo, Registry, normalize
+from selectkit.tracing import trace_line
 
 ENTRY_POINT_GROUP = "selectkit"
 #: The distribution whose entry points are first-party.
@@ -65,15 +64,6 @@ BUILTIN_PLUGINS = (
     "selectkit.models.loading",
 )
 
-#: What each registration hook registers, and what one of it is called in messages.
-KINDS = {
-    "methods": "method",
-    "solvers": "solver",
-    "formats": "format",
-    "shapes": "shape",
-    "projectors": "projector",
-}
-
 _YES = ("1", "true", "yes", "on")
 _NO = ("0", "false", "no", "off", "")
 
@@ -81,25 +71,6 @@ _NO = ("0", "false", "no", "off", "")
 class PluginWarning(UserWarning):
     """Something about the installed plugins or their environment controls the user should
     fix, which does not stop the run (a filter naming nothing, a refused name)."""
-
-
-@dataclass
-class PluginInfo:
-    """One loaded plugin and what it provides (and was refused: names others hold)."""
-
-    name: str
-    distribution: str | None
-    version: str | None
-    builtin: bool
-    provides: dict[str, list[str]] = field(default_factory=dict)
-    first_party: bool = False
-    refused: dict[str, list[str]] = field(default_factory=dict)
-
-    def origin(self) -> str:
-        """``plugin 'dsir' (selectkit 0.1.0)``, for messages."""
-        if self.distribution is None:
-            return f"plugin '{self.name}' (registered in-process)"
-        return f"plugin '{self.name}' ({self.distribution} {self.version})"
 
 
 @dataclass(frozen=True)
@@ -111,178 +82,6 @@ class PluginFailure:
     version: str | None
     stage: str
     error: str
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One plugin's registration of one name."""
-
-    plugin: PluginInfo
-    name: str
-    obj: Any
-
-
-@dataclass(frozen=True)
-class NameConflict:
-    """A name claimed by more than one plugin: ``holder`` keeps it (a first-party plugin), or
-    nobody does (``holder`` is None) and every claimant is ``refused``. ``kind`` is what the
-    name names: ``method``, ``solver``, ``format``, ``shape``, ``projector`` or ``command``."""
-
-    kind: str
-    name: str
-    holder: Claim | None
-    refused: tuple[Claim, ...]
-
-    def message(self) -> str:
-        what = f"{self.kind} '{self.name}'"
-        qualified = self.kind in KINDS.values()  # commands have no qualified names
-        if self.holder is not None:
-            others = " and ".join(c.plugin.origin() for c in self.refused)
-            picks = " or ".join(f"'{c.plugin.name}:{self.name}'" for c in self.refused)
-            other = f" (name the other one as {picks})" if qualified else ""
-            return (
-                f"{others} also registers {what}, which belongs to the first-party "
-                f"{self.holder.plugin.origin()}: refused, '{self.name}' means the first-party "
-                f"one{other}"
-            )
-        claimants = " and ".join(c.plugin.origin() for c in self.refused)
-        picks = " or ".join(f"'{_qualifier(c, self.refused)}:{self.name}'" for c in self.refused)
-        pick = f"pick one by its qualified name, {picks}, or " if qualified else ""
-        return (
-            f"{what} is registered by {claimants}: refused for all of them; {pick}block the "
-            "distributions you do not want (SELECTKIT_BLOCK_PLUGINS)"
-        )
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-ready form, for ``selectkit plugins --json``."""
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "holder": _describe_claim(self.holder) if self.holder else None,
-            "refused": [_describe_claim(c) for c in self.refused],
-            "message": self.message(),
-        }
-
-
-def _describe_claim(claim: Claim) -> dict[str, Any]:
-    info = claim.plugin
-    return {"plugin": info.name, "distribution": info.distribution, "version": info.version}
-
-
-def _qualifier(claim: Claim, among: Sequence[Claim]) -> str:
-    """The distribution's name, unless it is shared with another claimant (then the plugin's)."""
-    dist = claim.plugin.distribution
-    if dist is None or sum(c.plugin.distribution == dist for c in among) > 1:
-        return claim.plugin.name
-    return dist
-
-
-def normalize(name: str) -> str:
-    """A distribution name as packaging compares them (PEP 503): ``Selectkit_Keyword`` ->
-    ``selectkit-keyword``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-class Registry(Mapping[str, Any]):
-    """The names of one kind after the precedence rule, mapping to classes.
-
-    Iterating gives the unqualified names that have one holder, in registration order (the
-    order formats are detected and solvers tried). Lookups also accept ``qualifier:name``,
-    where the qualifier is a plugin (entry-point) name, a distribution name or, for the
-    built-ins, a module name.
-    """
-
-    def __init__(self, kind: str, claims: dict[str, list[Claim]]) -> None:
-        self.kind = kind
-        label = KINDS.get(kind, kind)
-        self.claims = claims
-        self.held: dict[str, Claim] = {}
-        self.conflicts: list[NameConflict] = []
-        for name, found in claims.items():
-            classes = _distinct(found)
-            if len(classes) == 1:
-                self.held[name] = found[0]
-                continue
-            firsts = [c for c in classes if c.plugin.first_party]
-            holder = firsts[0] if firsts else None
-            refused = tuple(c for c in classes if c is not holder)
-            if holder is not None:
-                self.held[name] = holder
-            self.conflicts.append(NameConflict(label, name, holder, refused))
-
-    def __getitem__(self, key: str) -> Any:
-        return self.claim(key).obj
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.held)
-
-    def __len__(self) -> int:
-        return len(self.held)
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        try:
-            self.claim(key)
-        except KeyError:
-            return False
-        return True
-
-    def claim(self, key: str) -> Claim:
-        """The registration ``key`` names; :class:`KeyError` when none or several do."""
-        if key in self.held:
-            return self.held[key]
-        qualifier, sep, name = key.rpartition(":")
-        if not sep or name not in self.claims:
-            raise KeyError(key)
-        matches = _distinct([c for c in self.claims[name] if _matches(c.plugin, qualifier)])
-        if len(matches) == 1:
-            return matches[0]
-        holder = self.held.get(name)
-        if holder is not None and any(c.obj is holder.obj for c in matches):
-            return holder
-        raise KeyError(key)
-
-    def holder_of(self, obj: Any) -> Claim | None:
-        """The registration of class ``obj`` (the holder's, when several plugins return it)."""
-        found = [c for claims in self.claims.values() for c in claims if c.obj is obj]
-        held = [c for c in found if self.held.get(c.name) is c]
-        return (held or found or [None])[0]
-
-    def explain(self, key: str) -> str:
-        """Why ``key`` names nothing, and what the user can pick instead."""
-        label = KINDS.get(self.kind, self.kind)
-        qualifier, sep, name = key.rpartition(":")
-        if not sep:
-            for conflict in self.conflicts:
-                if conflict.name == key:
-                    return conflict.message()
-            known = ", ".join(sorted(self.held)) or "none"
-            return f"no {label} named '{key}'; available: {known}"
-        if name not in self.claims:
-            known = ", ".join(sorted(self.held)) or "none"
-            return f"no {label} named '{name}' (in '{key}'); available: {known}"
-        sources = sorted({f"{c.plugin.name} ({c.plugin.distribution})" for c in self.claims[name]})
-        return (
-            f"no {label} '{name}' comes from a plugin or distribution named '{qualifier}' "
-            f"(or it names several): '{name}' comes from {', '.join(sources)}; qualify it with "
-            "one plugin name"
-        )
-
-
-def _distinct(claims: Iterable[Claim]) -> list[Claim]:
-    """The first claim of each distinct class: one class returned by two plugins is no clash."""
-    seen: list[Claim] = []
-    for claim in claims:
-        if not any(claim.obj is other.obj for other in seen):
-            seen.append(claim)
-    return seen
-
-
-def _matches(info: PluginInfo, qualifier: str) -> bool:
-    if qualifier in (info.name, info.name.rsplit(".", 1)[-1]):
-        return True
-    return info.distribution is not None and normalize(info.distribution) == normalize(qualifier)
 
 
 class Host:
@@ -736,56 +535,8 @@ class Host:
         result: Any = None,
         error: BaseException | None = None,
     ) -> None:
-        if not self._trace:
-            return
-        args = ", ".join(f"{key}={brief(value)}" for key, value in kwargs.items())
-        if error is not None:
-            outcome = f"raised {type(error).__name__}: {brief(str(error))}"
-        else:
-            outcome = brief(result)
-        room = max(40, TRACE_WIDTH - len(call) - len(outcome) - 6)  # the outcome is kept whole
-        if len(args) > room:
-            args = args[: room - 3] + "..."
-        line = f"{call}({args}) -> {outcome}"[:TRACE_WIDTH]
-        sys.stderr.write(f"trace: {printable(line)}\n")
-
-
-#: The longest trace line, before escaping.
-TRACE_WIDTH = 300
-_REPR = reprlib.Repr()
-_REPR.maxstring = 80
-_REPR.maxother = 80
-
-
-def brief(value: Any, width: int = 160) -> str:
-    """``value`` in at most ``width`` characters: classes by name, long sequences by length and
-    item type (``list of 100 RawRow``), mappings by their first keys, anything else by
-    reprlib."""
-    text = _brief(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _brief(value: Any) -> str:
-    if isinstance(value, type):
-        return value.__qualname__
-    if isinstance(value, (list, tuple)):
-        return _brief_items(value)
-    if isinstance(value, Mapping):
-        keys = list(value)
-        shown = ", ".join(f"{_REPR.repr(k)}: {brief(value[k], 60)}" for k in keys[:4])
-        more = f", ... {len(keys)} in all" if len(keys) > 4 else ""
-        return f"{{{shown}{more}}}"
-    return _REPR.repr(value)
-
-
-def _brief_items(items: list[Any] | tuple[Any, ...]) -> str:
-    kinds = {type(v) for v in items}
-    if len(items) > 4 and not all(isinstance(v, type) for v in items):
-        what = next(iter(kinds)).__name__ if len(kinds) == 1 else "values"
-        return f"{type(items).__name__} of {len(items)} {what}"
-    shown = ", ".join(brief(v, 80) for v in items[:6])
-    more = f", ... {len(items)} in all" if len(items) > 6 else ""
-    return f"[{shown}{more}]"
+        if self._trace:
+            sys.stderr.write(f"trace: {trace_line(call, kwargs, result=result, error=error)}\n")
 
 
 # -- helpers --------------------------------------------------------------------------------

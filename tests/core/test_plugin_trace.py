@@ -10,7 +10,7 @@ import pytest
 from selectkit import Host, hookimpl
 from selectkit.data.formats import RawRow
 from selectkit.data.load import load_pool
-from selectkit.host import TRACE_WIDTH, brief
+from selectkit.tracing import TRACE_WIDTH, brief
 
 
 @pytest.fixture
