@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
+    SEED,
     load_options,
     lora_options,
     lora_spec,
@@ -34,7 +35,7 @@ from selectkit.commands.options import (
 )
 @click.option("--projector", default="sjlt", show_default=True, help="Random projector name.")
 @click.option("--dim", default=8192, show_default=True, type=int, help="Projected dimension.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Projection and LoRA seed.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Projection and LoRA seed.")
 @click.option(
     "--shard",
     default="0/1",
@@ -83,8 +84,12 @@ def featurize_command(**kw: Any) -> None:
     """
     from selectkit.data.load import load_pool
     from selectkit.features.featurize import FeaturizeConfig, featurize, parse_shard
-    from selectkit.features.store import FeatureStore
+    from selectkit.features.store import FeatureStore, default_root
+    from selectkit.publish import check_paths
 
+    inputs = {"POOL": kw["pool_path"], "--model": kw["model"]}
+    inputs.update({f"--checkpoint {c}": c for c in kw["checkpoints"]})
+    check_paths(inputs=inputs, folders={"--cache-dir": kw["cache_dir"] or default_root()})
     shard = parse_shard(kw["shard"])
     config = FeaturizeConfig(
         gradient=kw["gradient"],

@@ -3,7 +3,10 @@ checkpoint folder (a PEFT adapter, e.g. one saved by the warmup trainer)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,15 @@ def lora_parameter_count(model: Any, spec: LoraSpec) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """PEFT calls a transformers method that transformers has deprecated; the warning says
+    nothing a selectkit user can act on, so it is kept out of the output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
+
+
 def attach_lora(model: Any, spec: LoraSpec, *, seed: int = 0) -> Any:
     """Wrap ``model`` in a fresh LoRA adapter; the adapter's A matrices are drawn from ``seed``."""
     import torch
@@ -93,7 +105,11 @@ def attach_lora(model: Any, spec: LoraSpec, *, seed: int = 0) -> Any:
         target_modules=_present_targets(model, spec.target_modules),
         task_type="CAUSAL_LM",
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft calls a transformers method transformers has deprecated: nothing the user can do.
+        warnings.filterwarnings(
+            "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+        )
         torch.manual_seed(seed)
         return get_peft_model(model, config)
 
@@ -111,7 +127,8 @@ def load_adapter(model: Any, checkpoint: str | Path) -> Any:
             f"{folder}: no adapter_config.json, so this is not a PEFT adapter checkpoint"
         )
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+        with _quiet_peft():
+            return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
     except Exception as exc:  # safetensors, json, torch and PEFT each raise their own errors
         _remove_adapter_layers(model)
         raise ParamError(

@@ -229,6 +229,8 @@ def test_train_evaluate_lds_retrain_warmup_and_demo_refuse_outputs_over_inputs(w
         (["retrain", "pool.jsonl", "--target", "run/pool.jsonl", "--out", "run", *model],
          "inside the output folder"),
         (["demo", "--out", "pool.jsonl", "--model", "tiny-llama"], "pool.jsonl"),
+        (["featurize", "run/pool.jsonl", "--cache-dir", "run", *model],
+         "inside the output folder --cache-dir"),
     ]  # fmt: skip
     before = snapshot(work)
     for args, phrase in cases:
