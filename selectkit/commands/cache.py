@@ -58,7 +58,7 @@ def ls_command(as_json: bool, cache_dir: Path | None) -> None:
         click.echo(printable_json(listing, indent=2))
         return
     if not infos and not broken:
-        click.echo(f"no feature sets in {store.root}")
+        click.echo(f"no feature sets in {printable(store.root)}")
         return
     if infos:
         click.echo(
@@ -85,7 +85,7 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
     layout, rows = info["layout"], info["rows"]
     return [
         f"id        {info['id']}",
-        f"path      {info['path']}",
+        f"path      {printable(info['path'])}",
         f"complete  {'yes' if info['complete'] else 'no'}",
         f"created   {info['created']} (selectkit {info['selectkit_version']})",
         f"size      {human_bytes(info['bytes'])} ({info['bytes']} bytes)",

@@ -16,6 +16,7 @@ from selectkit.commands.options import (
     model_options,
     record_options,
 )
+from selectkit.terminal import echo
 
 
 @click.command("warmup")
@@ -73,7 +74,7 @@ def warmup_command(**kw: Any) -> None:
         pool, loaded.model, loaded.tokenizer, kw["out_dir"], config, progress=not kw["quiet"]
     )
     for checkpoint in checkpoints:
-        click.echo(
+        echo(
             f"{checkpoint.path}  epoch {checkpoint.epoch:g}, step {checkpoint.step}, "
             f"mean learning rate {checkpoint.learning_rate:.3g}"
         )
