@@ -6,8 +6,8 @@ determines the features: model, data fingerprint, projection, ...). It holds ``k
 completeness and the SHA-256 of every small file); ``order.npy`` (the block order);
 ``status.npy`` (one :class:`RowStatus` byte per pool row); ``rows-00000.npy``, ... (the features
 in pool order, split every ``file_rows`` rows); ``col-<name>.npy`` (float32 side columns);
-``checksums.npy`` (one CRC-32 per row, of its features, side values and status byte), all plain
-``.npy`` files; and ``locks/``.
+``checksums.npy`` (one XXH3-64 checksum per row, of its features, side values and status
+byte), all plain ``.npy`` files; and ``locks/``.
 
 Resuming gives the same bytes as an uninterrupted run: the files are preallocated with zeros
 when the entry is created, the featurizer writes whole blocks deterministically, and a block's

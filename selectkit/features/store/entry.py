@@ -304,7 +304,7 @@ class FeatureSet:
                 for column, array in values.items():
                     name = f"col-{column}.npy"
                     write(name, array[positions], self.header[name] + first * 4)
-                write(CHECKSUMS, sums[positions], self.header[CHECKSUMS] + first * 4)
+                write(CHECKSUMS, sums[positions], self.header[CHECKSUMS] + first * 8)
 
     def _write_status(self, runs: list[tuple[np.ndarray, int]], codes: np.ndarray) -> None:
         with self._writer() as write:

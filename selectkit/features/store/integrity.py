@@ -1,5 +1,5 @@
 """Checking a feature-store entry and repairing it: files, sizes, the recorded SHA-256 of
-the small files and, on demand, every row against its CRC-32; then putting what can be
+the small files and, on demand, every row against its checksum; then putting what can be
 pinpointed back to pending for the next run to compute again."""
 
 from __future__ import annotations

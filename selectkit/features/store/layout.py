@@ -148,7 +148,7 @@ def file_specs(layout: Layout, file_rows: int) -> dict[str, tuple[tuple[int, ...
         specs[f"rows-{number:05d}.npy"] = ((min(file_rows, n - start), layout.dim), layout.dtype)
     for column in layout.columns:
         specs[f"col-{column}.npy"] = ((n,), "float32")
-    specs[CHECKSUMS] = ((n,), "uint32")
+    specs[CHECKSUMS] = ((n,), "uint64")
     return specs
 
 

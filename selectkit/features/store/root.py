@@ -82,7 +82,7 @@ def build_entry(
             "columns": list(layout.columns),
             "file_rows": file_rows,
         },
-        "checksum": "crc32 of each row's bytes, then its side values and status byte",
+        "checksum": "xxh3_64 of each row's bytes, seeded by xxh3_64 of its side values and status",
         "sha256": {"order.npy": npyfiles.sha256(path / "order.npy")},
         "meta": dict(meta),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
