@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from selectkit import locks
 from selectkit.errors import OutputError
 from selectkit.signals import deferred
 
@@ -50,34 +50,32 @@ def _temp_name(final: Path, kind: str) -> Path:
     return final.with_name(f".{final.name}.{_MARK}{secrets.token_hex(6)}.{kind}")
 
 
-def _lock(path: Path) -> int:
-    """An open descriptor holding an exclusive lock on ``path`` (a file or a folder)."""
-    fd = os.open(path, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
-def _is_dead(path: Path) -> bool:
-    """Whether no live process holds the lock on ``path`` (it may have vanished meanwhile)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Sync a folder, so the names just created or renamed in it survive a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _new_file(path: Path) -> None:
+    """An empty file at ``path`` (which must not exist), with the mode the umask gives."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _reserved(final: Path, make: Callable[[Path], None]) -> tuple[Path, int]:
+    """A new temporary beside ``final`` (made by ``make``) and the descriptor of the lock held
+    on it. A cleaner in another process that finds the temporary in the instant before it is
+    locked takes it for a dead writer's and removes it; the lock then fails or finds it gone,
+    and another name is tried."""
+    for _ in range(8):
+        temp = _temp_name(final, "tmp")
+        make(temp)
+        fd = locks.hold(temp)
+        if fd is not None:
+            return temp, fd
+    raise OutputError(f"could not reserve a temporary file for {final}; retry")
 
 
 def _fsync_tree(path: Path) -> None:
@@ -91,7 +89,7 @@ def _fsync_tree(path: Path) -> None:
                 finally:
                     os.close(fd)
         for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-            _fsync_dir(folder)
+            fsync_dir(folder)
     else:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -178,12 +176,10 @@ class Publication:
         if final.is_dir():
             raise OutputError(f"output {final} is a folder; give a file name")
         self._prepare(final)
-        temp = _temp_name(final, "tmp")
         try:
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            temp, fd = _reserved(final, _new_file)
         except OSError as exc:
             raise output_error(exc, final) from exc
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._locks.append(fd)
         self._moves.append((temp, final))
         return temp
@@ -204,12 +200,11 @@ class Publication:
         if final.exists() and not final.is_dir():
             raise OutputError(f"output folder {final} is a file; give a folder")
         self._prepare(final)
-        staging = _temp_name(final, "tmp")
         try:
-            staging.mkdir(0o777)
+            staging, fd = _reserved(final, lambda temp: temp.mkdir(0o777))
         except OSError as exc:
             raise output_error(exc, final, "create") from exc
-        self._locks.append(_lock(staging))
+        self._locks.append(fd)
         self._staging.append(staging)
         self._moves.append((staging, final))
         return staging
@@ -240,7 +235,7 @@ class Publication:
                 journal = self._write_journal(moves) if len(moves) > 1 else None
                 _apply(moves)
                 for folder in {final.parent for _, final in moves}:
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 if journal is not None:
                     journal.unlink()
         except OSError as exc:
@@ -264,15 +259,15 @@ class Publication:
     def _write_journal(self, moves: list[tuple[Path, Path]]) -> Path:
         final = moves[0][1]
         journal = _temp_name(final, "journal")
-        temp = _temp_name(final, "tmp")
+        temp, fd = _reserved(final, _new_file)
+        self._locks.append(fd)  # held until the renames are done, so no one else completes them
         entries = [[str(a.absolute()), str(b.absolute())] for a, b in moves]
-        with open(temp, "x", encoding="utf-8") as handle:
+        with open(temp, "w", encoding="utf-8") as handle:
             json.dump({"moves": entries}, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        self._locks.append(_lock(temp))
         os.rename(temp, journal)
-        _fsync_dir(journal.parent)
+        fsync_dir(journal.parent)
         return journal
 
     def abort(self) -> None:
@@ -360,8 +355,8 @@ def clear_stale(folder: str | os.PathLike[str]) -> list[Path]:
     leftovers = [root / name for name in names if _LEFTOVER.match(name)]
     cleared = []
     for journal in (p for p in leftovers if p.name.endswith(".journal")):
-        if _is_dead(journal):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with _held(journal) as dead, contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if dead:
                 moves = json.loads(journal.read_text(encoding="utf-8"))["moves"]
                 _apply((Path(a), Path(b)) for a, b in moves)
                 journal.unlink()
@@ -369,10 +364,23 @@ def clear_stale(folder: str | os.PathLike[str]) -> list[Path]:
     for path in leftovers:
         if path.name.endswith(".journal") or path in cleared:
             continue
-        if path.exists() and _is_dead(path):
-            _remove(path)
-            cleared.append(path)
+        with _held(path) as dead:
+            if dead:
+                _remove(path)
+                cleared.append(path)
     return cleared
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[bool]:
+    """Hold the lock on a leftover for the ``with`` body, yielding whether its writer is dead
+    (no live process held it, so this one could take it)."""
+    fd = locks.hold(path)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            locks.release(fd)
 
 
 def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:

@@ -9,7 +9,7 @@ import click
 
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.errors import EXIT_PROBLEMS, StoreError
-from selectkit.features.store import BrokenEntry, FeatureStore, human_bytes
+from selectkit.features.store import BrokenEntry, FeatureStore, check_entry, human_bytes
 from selectkit.terminal import printable, printable_json
 
 
@@ -159,7 +159,7 @@ def _verify_one(store: FeatureStore, ident: str, repair: bool) -> bool:
     broken: BrokenEntry | None = None
     try:
         features = store.get(ident)
-        found = features.check(rows=True)
+        found = check_entry(features, rows=True)
         problems = found.problems
     except BrokenEntry as exc:
         broken = exc

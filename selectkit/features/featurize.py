@@ -99,9 +99,12 @@ def with_adapter(model: Any, adapter: LoraSpec | str | Path | None, *, seed: int
     return load_adapter(model, adapter)
 
 
-def tokenize_pool(pool: Pool, tokenizer: Any, config: FeaturizeConfig) -> list[Tokenized | None]:
+def tokenize_pool(
+    pool: Pool, tokenizer: Any, config: FeaturizeConfig, *, skip_hint: bool = True
+) -> list[Tokenized | None]:
     """Each record's tokens, or ``None`` for one that cannot be used (``on_invalid='skip'``);
-    with ``on_invalid='error'`` the first unusable record's error is raised, naming how many."""
+    with ``on_invalid='error'`` the first unusable record's error is raised, naming how many
+    more there are and (``skip_hint``) that they could be stored as skipped rows instead."""
     results = tokenize_many(
         list(pool),
         tokenizer,
@@ -111,12 +114,16 @@ def tokenize_pool(pool: Pool, tokenizer: Any, config: FeaturizeConfig) -> list[T
     )
     errors = [r for r in results if isinstance(r, RecordError)]
     if errors and config.on_invalid == "error":
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        more = f" (and {len(errors) - 1} more records)" if len(errors) > 1 else ""
+        hint = (
+            "; fix the records, or pass on_invalid='skip' (--skip-invalid) to store them as "
+            "skipped rows"
+            if skip_hint
+            else ""
+        )
+        first = errors[0]
         raise RecordError(
-            f"{errors[0].reason}{more}; fix the records, or pass on_invalid='skip' "
-            "(--skip-invalid) to store them as skipped rows",
-            path=errors[0].path,
-            line=errors[0].line,
+            f"{first.reason}{more}{hint}", path=first.path, line=first.line, field=first.field
         )
     return [None if isinstance(r, RecordError) else r for r in results]
 

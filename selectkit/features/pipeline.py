@@ -23,10 +23,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from selectkit.data.tokenize import tokenize_many
-from selectkit.errors import ParamError, RecordError, StoreError
-from selectkit.features import locks
-from selectkit.features.featurize import FeaturizeConfig, featurize
+from selectkit import locks
+from selectkit.errors import ParamError, StoreError
+from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.features.gradient_types import GradientKind
 from selectkit.features.projectors import GEN_BLOCK
@@ -301,20 +300,7 @@ class GradientPipeline:
     def _check_records(self, tokenizer: Any) -> None:
         config = FeaturizeConfig(max_length=self.params.max_length)
         for pool in self._checked:
-            results = tokenize_many(
-                list(pool),
-                tokenizer,
-                template=config.template,
-                max_length=config.max_length,
-                truncation=config.truncation,
-            )
-            errors = [r for r in results if isinstance(r, RecordError)]
-            if errors:
-                more = f" (and {len(errors) - 1} more records)" if len(errors) > 1 else ""
-                first = errors[0]
-                raise RecordError(
-                    f"{first.reason}{more}", path=first.path, line=first.line, field=first.field
-                )
+            tokenize_pool(pool, tokenizer, config, skip_hint=False)
 
     def _read_given(self, gradient: GradientKind) -> list[Checkpoint]:
         from selectkit.train.checkpoints import check_optimizer_state, find_checkpoints

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from selectkit import locks
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
-from selectkit.features import locks
 from selectkit.publish import atomic_writer
 from selectkit.train.runs import claim_run_folder, write_manifest
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from selectkit.commands.cache import cache
-from selectkit.features import locks
+from selectkit import locks
 from selectkit.features.store import FeatureStore, Layout, RowStatus
 
 KEY = {"pool": "abc", "model": "tiny-gpt", "projection": 64}

@@ -183,6 +183,6 @@ def test_featurize_names_the_file_and_line_of_a_truncated_record(tmp_path, monke
         ],
     )
     line = _one_error(result)
-    assert "pool.jsonl:1: truncated away" in line and "(and 19 more)" in line
+    assert "pool.jsonl:1: truncated away" in line and "(and 19 more records)" in line
     store = tmp_path / "store"  # no entry (the store's own lock folders aside)
     assert not store.exists() or not [p for p in store.iterdir() if not p.name.startswith(".")]

@@ -28,7 +28,7 @@ from selectkit.features.featurize import (
     tokenize_pool,
 )
 from selectkit.features.gradients import PerExampleGradients
-from selectkit.features.store import FeatureStore, RowStatus
+from selectkit.features.store import FeatureStore, RowStatus, verify_entry
 from selectkit.models.loading import ModelOptions, load_model
 from selectkit.models.lora import LoraSpec
 
@@ -182,7 +182,7 @@ def test_a_killed_featurize_process_resumes_to_identical_bytes(tmp_path):
     )
     assert resumed.id == fresh.id == entry.id
     assert _checksums(resumed) == _checksums(fresh)
-    assert resumed.verify() == []
+    assert verify_entry(resumed) == []
 
 
 def test_unusable_examples_fail_before_any_work_or_are_skipped_by_policy(tmp_path):

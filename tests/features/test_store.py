@@ -16,7 +16,14 @@ import pytest
 
 from selectkit.errors import StoreError
 from selectkit.features import npyfiles
-from selectkit.features.store import FeatureStore, Layout, RowStatus, default_root, key_id
+from selectkit.features.store import (
+    FeatureStore,
+    Layout,
+    RowStatus,
+    default_root,
+    key_id,
+    verify_entry,
+)
 from selectkit.features.store import root as store_module
 
 KEY = {"model": "tiny", "gradient": "adam", "pool": "abc123", "lr": 1e-4}
@@ -185,7 +192,7 @@ def test_an_edited_key_is_damage_and_the_entry_is_rebuilt(store):
     features = store.open(KEY, _layout())
     _fill(features, [0])
     (features.path / "key.json").write_text(json.dumps({"model": "other"}))
-    assert "key.json: does not hash to the entry id" in features.verify()[0]
+    assert "key.json: does not hash to the entry id" in verify_entry(features)[0]
     again = store.open(KEY, _layout())
     assert json.loads((again.path / "key.json").read_text()) == KEY
     assert again.pending_blocks() == list(range(6))  # rebuilt: nothing of it was trusted
@@ -425,7 +432,7 @@ def test_two_processes_writing_shards_give_the_bytes_of_one_run(store, reference
     features = store.get(reference.id[:8])
     assert features.finalize()
     assert _npy_bytes(features) == _npy_bytes(reference)
-    assert features.verify() == []
+    assert verify_entry(features) == []
 
 
 def test_a_shard_has_one_writer_at_a_time(store):
@@ -467,30 +474,32 @@ def test_finalize_records_checksums_once(store):
 
 
 def test_verify_finds_damage(store, reference):
-    assert reference.verify() == []
+    assert verify_entry(reference) == []
     path = reference.path / "rows-00001.npy"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x01  # the last byte but four: pool row 15
     path.write_bytes(bytes(data))
-    assert reference.verify() == ["1 row(s) fail their checksum (pool rows 15)"]
+    assert verify_entry(reference) == ["1 row(s) fail their checksum (pool rows 15)"]
     path.write_bytes(bytes(data[:-4]))
     (reference.path / "col-loss.npy").unlink()
-    assert reference.verify() == [
+    assert verify_entry(reference) == [
         "rows-00001.npy: size is 380 bytes, expected 384",
         "col-loss.npy: missing",
     ]
     (reference.path / "manifest.json").write_text("{")
-    assert reference.verify()[0].startswith("manifest.json: unreadable")
+    assert verify_entry(reference)[0].startswith("manifest.json: unreadable")
 
 
 def test_verify_reports_unfinished_entries(store):
     features = store.open(KEY, _layout())
     _fill(features, [0])
-    assert features.verify() == [
+    assert verify_entry(features) == [
         "incomplete: 19 of 23 rows pending; rerun the featurizer to finish it"
     ]
     _fill(features)
-    assert features.verify() == ["not finalized: every row is recorded but no checksums were taken"]
+    assert verify_entry(features) == [
+        "not finalized: every row is recorded but no checksums were taken"
+    ]
 
 
 def test_reads_are_fresh_arrays_in_pool_order(reference):

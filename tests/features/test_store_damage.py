@@ -21,7 +21,14 @@ from selectkit.features.featurize import FeaturizeConfig, featurize
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.npyfiles import row_checksums
 from selectkit.features.scoring import score_pool
-from selectkit.features.store import BrokenEntry, FeatureStore, Layout, RowStatus
+from selectkit.features.store import (
+    BrokenEntry,
+    FeatureStore,
+    Layout,
+    RowStatus,
+    check_entry,
+    verify_entry,
+)
 from selectkit.models.loading import load_model
 from selectkit.solvers.rows import read_all
 
@@ -108,13 +115,13 @@ def test_a_flipped_bit_in_a_row_is_refused_by_every_reader(store, entry, referen
         assert "1 row(s) fail their checksum (pool rows 5)" in message and hint in message
     assert entry.read(6, 23).shape == (17, 8)  # the other rows read as ever
     # Opening checks cheaply (files, sizes, small files): a row is found by a full check.
-    assert store.get(entry.id).check().problems == []
-    found = entry.check(rows=True)
+    assert check_entry(store.get(entry.id)).problems == []
+    found = check_entry(entry, rows=True)
     assert found.problems == ["1 row(s) fail their checksum (pool rows 5)"]
     assert store.repair(entry, found)[-1].startswith("1 of 23 rows are pending: rerun")
     assert entry.pending_blocks() == [_block_of(entry.layout, ROW)] and not entry.complete
     _fill(entry)
-    assert _npy(entry) == reference and entry.verify() == []
+    assert _npy(entry) == reference and verify_entry(entry) == []
 
 
 def _set(value):
@@ -206,7 +213,7 @@ def test_opening_a_damaged_entry_repairs_it(store, entry, reference, case):
     assert again.pending_blocks() == expected
     assert again.complete == (recomputed == NONE)
     _fill(again)
-    assert _npy(again) == reference and again.verify() == []
+    assert _npy(again) == reference and verify_entry(again) == []
 
 
 def test_readers_get_store_errors_never_os_errors(store, entry):
@@ -313,7 +320,7 @@ def test_featurize_repairs_what_it_finds(pool, loaded, featurized, tmp_path, mon
     (features,) = featurize(pool, loaded, config=CONFIG, store=store, progress=False)
     assert features.id == ident
     assert len(calls) == blocks(features.layout)  # only the damaged blocks are computed again
-    assert _npy(features) == expected and features.verify() == []
+    assert _npy(features) == expected and verify_entry(features) == []
 
 
 def test_the_featurize_command_repairs_a_deleted_status_file(tmp_path):

@@ -30,7 +30,7 @@ complete entry needs no write access.
 """
 
 from selectkit.features.store.entry import FeatureSet
-from selectkit.features.store.integrity import Check
+from selectkit.features.store.integrity import Check, check_entry, repair_entry, verify_entry
 from selectkit.features.store.layout import (
     CHECKSUMS,
     DTYPES,
@@ -56,8 +56,11 @@ __all__ = [
     "Layout",
     "RowStatus",
     "canonical_key",
+    "check_entry",
     "default_root",
     "human_bytes",
     "key_id",
+    "repair_entry",
     "repair_hint",
+    "verify_entry",
 ]

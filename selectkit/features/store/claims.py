@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
+from selectkit import locks
 from selectkit.errors import OutputError, StoreError
-from selectkit.features import locks
 from selectkit.features.store.problems import UNREADABLE, UNWRITABLE
 from selectkit.publish import atomic_writer
 

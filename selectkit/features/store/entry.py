@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from selectkit import locks
 from selectkit.errors import StoreError
-from selectkit.features import locks, npyfiles
-from selectkit.features.store import integrity
+from selectkit.features import npyfiles
 from selectkit.features.store.layout import (
     CHECKSUMS,
     ENTRY_FORMAT,
@@ -344,22 +344,6 @@ class FeatureSet:
             manifest["complete"] = True
             self.write_manifest(manifest)
         return True
-
-    # --- checking and repairing: selectkit.features.store.integrity --------------------------
-
-    def check(self, rows: bool = False) -> integrity.Check:
-        """What is wrong on disk (:func:`~selectkit.features.store.integrity.check`): cheap
-        checks, and with ``rows`` every row against its checksum."""
-        return integrity.check(self, rows)
-
-    def repair(self, found: integrity.Check) -> list[str]:
-        """Repair what :meth:`check` found, short of a rebuild
-        (:func:`~selectkit.features.store.integrity.repair`); returns what was done."""
-        return integrity.repair(self, found)
-
-    def verify(self) -> list[str]:
-        """Every problem found on disk, rows against their checksums included; ``[]`` = OK."""
-        return self.check(rows=True).problems
 
     def failed_rows(
         self, rows: np.ndarray, status: np.ndarray, sums: np.ndarray, columns: list[np.ndarray]

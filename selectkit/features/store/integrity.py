@@ -8,18 +8,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from selectkit import locks
 from selectkit.errors import StoreError
-from selectkit.features import locks, npyfiles
+from selectkit.features import npyfiles
+from selectkit.features.store.entry import FeatureSet
 from selectkit.features.store.layout import CHECKSUMS, RowStatus, key_id
 from selectkit.features.store.problems import UNREADABLE, reason, sample, writing
 from selectkit.publish import clear_stale, is_temporary
-
-if TYPE_CHECKING:
-    from selectkit.features.store.entry import FeatureSet
 
 #: Rows per piece when a whole entry is checked against its checksums.
 CHECK_ROWS = 4096
@@ -27,7 +26,7 @@ CHECK_ROWS = 4096
 
 @dataclass
 class Check:
-    """What :func:`check` found: ``problems`` (one line each, as ``cache verify``
+    """What :func:`check_entry` found: ``problems`` (one line each, as ``cache verify``
     prints them) and what a repair does about them.
 
     ``rebuild`` says why the entry must be made again (damage that cannot be pinpointed);
@@ -68,7 +67,7 @@ class Check:
         return not self.complete and self.pending == 0
 
 
-def check(features: FeatureSet, rows: bool = False) -> Check:
+def check_entry(features: FeatureSet, rows: bool = False) -> Check:
     """What is wrong on disk, cheaply: the manifest and key, every file's presence, header
     and size, what dead writers left in the folder, and the recorded SHA-256 of the small
     files (of ``order.npy`` always, of the others once the entry is complete). With
@@ -206,8 +205,8 @@ def _check_rows_on_disk(features: FeatureSet, found: Check, status: np.ndarray) 
         )
 
 
-def repair(features: FeatureSet, found: Check) -> list[str]:
-    """Repair what :func:`check` found, short of a rebuild (``FeatureStore.repair`` removes
+def repair_entry(features: FeatureSet, found: Check) -> list[str]:
+    """Repair what :func:`check_entry` found, short of a rebuild (``FeatureStore.repair`` removes
     what must be rebuilt): remove dead writers' leftovers, make missing or misshapen files
     again, put the rows they held and the rows that fail their checksum back to pending, and
     reopen the entry so the next run computes them again. Returns what was done, one phrase
@@ -273,3 +272,8 @@ def _reset(features: FeatureSet, found: Check) -> list[str]:
             "these features (or `selectkit featurize`) to compute them again"
         )
     return done
+
+
+def verify_entry(features: FeatureSet) -> list[str]:
+    """Every problem found on disk, rows against their checksums included; ``[]`` = OK."""
+    return check_entry(features, rows=True).problems

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from selectkit import __version__
+from selectkit import __version__, locks
 from selectkit.errors import StoreError
-from selectkit.features import locks, npyfiles
+from selectkit.features import npyfiles
 from selectkit.features.store.claims import CLAIMS, RequestClaim
 from selectkit.features.store.entry import FeatureSet, plain_meta
-from selectkit.features.store.integrity import Check
+from selectkit.features.store.integrity import Check, check_entry, repair_entry
 from selectkit.features.store.layout import (
     ENTRY_FORMAT,
     Layout,
@@ -38,7 +38,7 @@ from selectkit.features.store.problems import (
     writing,
 )
 from selectkit.manifest import jsonable
-from selectkit.publish import atomic_writer, clear_stale
+from selectkit.publish import atomic_writer, clear_stale, fsync_dir
 
 FILE_BYTES = 1 << 30
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -94,14 +94,6 @@ def build_entry(
         handle.write("\n")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FeatureStore:
     """A directory of feature sets, one per key (default root: :func:`default_root`).
 
@@ -148,8 +140,8 @@ class FeatureStore:
     ) -> FeatureSet:
         """The entry for ``key``, created (all files preallocated) if absent.
 
-        An existing entry is checked cheaply (:meth:`FeatureSet.check`: files, sizes, the
-        small files' checksums; every row when those point at damage) and repaired: rows that
+        An existing entry is checked cheaply (:func:`check_entry`: files, sizes, the small
+        files' checksums; every row when those point at damage) and repaired: rows that
         can be pinpointed go back to pending for the caller to compute again, anything else is
         rebuilt. What killed processes left is removed first. An intact complete entry is only
         read, so it opens in a read-only store.
@@ -186,30 +178,30 @@ class FeatureStore:
         except BrokenEntry as exc:
             self._remove_damaged(ident, exc.reason)
             return None
-        check = found.check()
+        check = check_entry(found)
         if check.changed and not check.rebuild:
-            check = found.check(rows=True)
+            check = check_entry(found, rows=True)
         if check.rebuild:
             self._remove_damaged(ident, check.rebuild)
             return None
         self._check_key(found, key)
         if check.damaged:
-            found.repair(check)
+            repair_entry(found, check)
         elif check.leftovers and writable(found.path):
             clear_stale(found.path)
         return found
 
     def repair(self, features: FeatureSet, found: Check) -> list[str]:
-        """Repair what ``found`` (from ``features.check(rows=True)``) says is wrong: rebuild
+        """Repair what ``found`` (from ``check_entry(features, rows=True)``) says is wrong: rebuild
         means remove (the next run that needs these features extracts them again); the rest
-        is :meth:`FeatureSet.repair`. Returns what was done."""
+        is :func:`~selectkit.features.store.integrity.repair_entry`. Returns what was done."""
         if found.rebuild:
             self._remove_damaged(features.id, found.rebuild)
             return [
                 "removed it (it cannot be repaired in place); the next run that needs these "
                 "features extracts them again"
             ]
-        return features.repair(found)
+        return repair_entry(features, found)
 
     def remove_broken(self, error: BrokenEntry) -> list[str]:
         """Remove an entry that cannot be read at all; returns what was done."""
@@ -266,7 +258,7 @@ class FeatureStore:
             raise
         finally:
             locks.release(fd)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _temp_folder(self, ident: str) -> tuple[Path, int]:
         """A new folder to build entry ``ident`` in, and the descriptor of the lock held on

@@ -1,10 +1,11 @@
-"""Advisory file locks (``fcntl.flock``) for feature-store entries.
+"""Advisory file locks (``fcntl.flock``): feature-store entries and shards, retraining runs,
+and the temporaries of outputs being written.
 
 A flock belongs to one open file description, so two handles in the same process exclude each
 other just as two processes do, and the kernel drops the lock when its holder dies: a killed
-featurizer never leaves a stale lock behind. The holder writes its pid into the lock file so
-that whoever is refused can say who holds it. The same lock on a folder being built tells a
-live builder's folder from a dead one's (:func:`hold`).
+process never leaves a stale lock behind. The holder writes its pid into a lock file so that
+whoever is refused can say who holds it. The same lock on a temporary file or folder being
+written tells a live writer's from a dead one's (:func:`hold`).
 """
 
 from __future__ import annotations
