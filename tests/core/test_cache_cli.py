@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from selectkit.commands.cache import cache
 from selectkit import locks
+from selectkit.commands.cache import cache
 from selectkit.features.store import FeatureStore, Layout, RowStatus
 
 KEY = {"pool": "abc", "model": "tiny-gpt", "projection": 64}
