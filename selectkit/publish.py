@@ -78,24 +78,24 @@ def _reserved(final: Path, make: Callable[[Path], None]) -> tuple[Path, int]:
     raise OutputError(f"could not reserve a temporary file for {final}; retry")
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(path: Path) -> None:
     """Sync a written file, or every file and folder of a written folder."""
-    if path.is_dir():
-        for child in path.rglob("*"):
-            if child.is_file():
-                fd = os.open(child, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-            fsync_dir(folder)
-    else:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if not path.is_dir():
+        _fsync_file(path)
+        return
+    for child in path.rglob("*"):
+        if child.is_file():
+            _fsync_file(child)
+    for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+        fsync_dir(folder)
 
 
 def _remove(path: Path) -> None:

@@ -24,7 +24,6 @@ from selectkit.features.scoring import score_pool
 from selectkit.features.store import (
     BrokenEntry,
     FeatureStore,
-    Layout,
     RowStatus,
     check_entry,
     verify_entry,
@@ -32,23 +31,10 @@ from selectkit.features.store import (
 from selectkit.models.loading import load_model
 from selectkit.solvers.rows import read_all
 
+from .test_store import FILE_BYTES, _block, _layout
+
 KEY = {"model": "tiny", "pool": "abc"}
-FILE_BYTES = 300  # 4 rows x 8 float32 a block: two blocks (8 rows) per data file
 ROW = 5  # the pool row the damage hits
-
-
-def _layout():
-    order = np.random.default_rng(1).permutation(23)
-    return Layout(23, 8, "float32", 4, order, ("loss", "grad_norm"))
-
-
-def _block(layout, block):
-    rows_of = layout.block_rows_of(block)
-    rows = np.stack([np.random.default_rng(int(i)).normal(size=layout.dim) for i in rows_of])
-    status = np.full(len(rows_of), RowStatus.DONE, np.uint8)
-    status[rows_of % 7 == 3] = RowStatus.SKIPPED_EMPTY
-    columns = {"loss": rows_of * 0.5, "grad_norm": np.linalg.norm(rows, axis=1)}
-    return rows, status, columns
 
 
 def _fill(features):
