@@ -78,14 +78,18 @@ def test_kills_during_the_write_step_never_mix_selections(big_pool, tmp_path):
         window = time.perf_counter() - began  # how long the write step takes here
         assert process.wait() == 0, process.stderr.read()
         generations[label] = {name: (folder / name).read_bytes() for name in NAMES}
-    rng = random.Random(0)
     signals = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL] * 3
+    # Moments spread evenly over the write step and past its end (a slower trial still ends
+    # inside the last ones), dealt to the signals in a seeded order, so the kills cover the
+    # writing, the commit and the exit.
+    moments = [2.5 * window * k / (len(signals) - 1) for k in range(len(signals))]
+    random.Random(0).shuffle(moments)
     seen = []
-    for trial, signum in enumerate(signals):
+    for trial, (signum, moment) in enumerate(zip(signals, moments, strict=True)):
         folder = tmp_path / f"trial-{trial}"
         shutil.copytree(tmp_path / "old", folder)
         process, _ = _run_until_writing(_command(big_pool, folder, 2), folder)
-        time.sleep(rng.uniform(0, 1.2 * window))
+        time.sleep(moment)
         process.send_signal(signum)
         status = process.wait()
         if signum == signal.SIGKILL:
