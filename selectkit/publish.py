@@ -231,17 +231,30 @@ class Publication:
         try:
             for temp, _ in moves:
                 _fsync_tree(temp)
-            with deferred():
+        except OSError as exc:
+            self.abort()
+            raise output_error(exc, self._final_of(exc.filename) or moves[0][1]) from exc
+        with deferred():  # from here to the last rename, no signal splits the outputs
+            try:
                 journal = self._write_journal(moves) if len(moves) > 1 else None
+            except OSError as exc:
+                self.abort()
+                raise output_error(exc, moves[0][1]) from exc
+            try:
                 _apply(moves)
                 for folder in {final.parent for _, final in moves}:
                     fsync_dir(folder)
                 if journal is not None:
                     journal.unlink()
-        except OSError as exc:
-            self.abort()
-            final = self._final_of(exc.filename) or (moves[0][1] if moves else Path("."))
-            raise output_error(exc, final) from exc
+            except OSError as exc:
+                # Past the journal the renames are decided: keep it and the temporaries (the
+                # locks go with this process), so the next run that writes here finishes them.
+                self._release()
+                where = moves[0][1].parent
+                raise OutputError(
+                    f"publishing into {where} stopped part-way ({exc.strerror or exc}); the next "
+                    f"selectkit command writing into {where} completes it"
+                ) from exc
         self._finish()
         return [final for _, final in self._moves]
 
@@ -281,6 +294,9 @@ class Publication:
     def _finish(self) -> None:
         for staging in self._staging:
             _remove(staging)
+        self._release()
+
+    def _release(self) -> None:
         for fd in self._locks:
             os.close(fd)
         self._locks.clear()

@@ -174,3 +174,29 @@ def test_outputs_never_overwrite_inputs(tmp_path):
     with pytest.raises(OutputError, match="--out is empty"):
         check_paths(inputs=inputs, files={"--out": ""})
     check_paths(inputs=inputs, files={"--out": tmp_path / "smollm2"})  # a model name, not a path
+
+
+def test_a_commit_that_fails_after_its_journal_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """Once the journal is written the renames are decided: a rename that fails midway keeps
+    the journal and the rest of the temporaries, and the next run completes the set."""
+    from selectkit import publish
+
+    (tmp_path / "a.jsonl").write_text("old a")
+    (tmp_path / "b.json").write_text("old b")
+    apply = publish._apply
+
+    def first_then_fail(moves):
+        moves = list(moves)
+        apply(moves[:1])
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(publish, "_apply", first_then_fail)
+    with pytest.raises(OutputError, match="stopped part-way"), Publication() as outputs:
+        outputs.file(tmp_path / "a.jsonl").write_text("new a")
+        outputs.file(tmp_path / "b.json").write_text("new b")
+    monkeypatch.setattr(publish, "_apply", apply)
+    assert [p.name.endswith(".journal") for p in tmp_path.iterdir()].count(True) == 1
+    clear_stale(tmp_path)
+    assert (tmp_path / "a.jsonl").read_text() == "new a"
+    assert (tmp_path / "b.json").read_text() == "new b"
+    assert _leftovers(tmp_path) == []
