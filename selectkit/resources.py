@@ -35,7 +35,7 @@ def available_memory() -> int | None:
         return None
 
 
-def format_bytes(size: float) -> str:
+def human_bytes(size: float) -> str:
     """``745 GiB``, ``1.5 MiB``: a size in binary units, three significant figures."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
@@ -56,6 +56,6 @@ def check_memory(needed: int, what: str, change: str) -> None:
     if available is None or needed <= available:
         return
     raise ParamError(
-        f"{what} needs about {format_bytes(needed)} of memory, and {format_bytes(available)} "
+        f"{what} needs about {human_bytes(needed)} of memory, and {human_bytes(available)} "
         f"is available; {change}"
     )

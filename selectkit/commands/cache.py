@@ -9,7 +9,8 @@ import click
 
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.errors import EXIT_PROBLEMS, StoreError
-from selectkit.features.store import BrokenEntry, FeatureStore, check_entry, human_bytes
+from selectkit.features.store import BrokenEntry, FeatureStore, check_entry
+from selectkit.resources import human_bytes
 from selectkit.terminal import printable, printable_json
 
 

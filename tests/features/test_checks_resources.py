@@ -36,7 +36,7 @@ def test_check_memory_says_what_is_needed_what_there_is_and_what_to_do(monkeypat
         resources.check_memory(745 << 30, "dim=9", "lower dim")
     monkeypatch.setattr(resources, "available_memory", lambda: None)
     resources.check_memory(1 << 60, "x", "y")  # the system does not say: nothing refused
-    assert resources.format_bytes(1536) == "1.5 KiB"
+    assert resources.human_bytes(1536) == "1.5 KiB"
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from selectkit.features.store.layout import (
     key_id,
 )
 from selectkit.features.store.problems import BrokenEntry, repair_hint
-from selectkit.features.store.root import FILE_BYTES, FeatureStore, human_bytes
+from selectkit.features.store.root import FILE_BYTES, FeatureStore
 
 __all__ = [
     "CHECKSUMS",
@@ -58,7 +58,6 @@ __all__ = [
     "canonical_key",
     "check_entry",
     "default_root",
-    "human_bytes",
     "key_id",
     "repair_entry",
     "repair_hint",

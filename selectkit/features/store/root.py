@@ -39,21 +39,11 @@ from selectkit.features.store.problems import (
 )
 from selectkit.manifest import jsonable
 from selectkit.publish import atomic_writer, clear_stale, fsync_dir
+from selectkit.resources import human_bytes
 
 FILE_BYTES = 1 << 30
 _ID = re.compile(r"[0-9a-f]{64}")
 _LEFTOVER = (".tmp-", ".rm-")
-
-
-def human_bytes(size: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    if size < 1024:
-        return f"{int(size)} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1024:.1f} TiB"
 
 
 def build_entry(
