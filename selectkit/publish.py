@@ -50,8 +50,9 @@ def _temp_name(final: Path, kind: str) -> Path:
     return final.with_name(f".{final.name}.{_MARK}{secrets.token_hex(6)}.{kind}")
 
 
-def fsync_dir(path: Path) -> None:
-    """Sync a folder, so the names just created or renamed in it survive a crash."""
+def fsync_path(path: Path) -> None:
+    """Sync a file's data, or a folder's names (so the names just created or renamed in it
+    survive a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -78,24 +79,11 @@ def _reserved(final: Path, make: Callable[[Path], None]) -> tuple[Path, int]:
     raise OutputError(f"could not reserve a temporary file for {final}; retry")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     """Sync a written file, or every file and folder of a written folder."""
-    if not path.is_dir():
-        _fsync_file(path)
-        return
-    for child in path.rglob("*"):
-        if child.is_file():
-            _fsync_file(child)
-    for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-        fsync_dir(folder)
+    inside = path.rglob("*") if path.is_dir() else ()
+    for item in [*inside, path]:
+        fsync_path(item)
 
 
 def _remove(path: Path) -> None:
@@ -243,7 +231,7 @@ class Publication:
             try:
                 _apply(moves)
                 for folder in {final.parent for _, final in moves}:
-                    fsync_dir(folder)
+                    fsync_path(folder)
                 if journal is not None:
                     journal.unlink()
             except OSError as exc:
@@ -280,7 +268,7 @@ class Publication:
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(temp, journal)
-        fsync_dir(journal.parent)
+        fsync_path(journal.parent)
         return journal
 
     def abort(self) -> None:

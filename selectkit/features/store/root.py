@@ -38,7 +38,7 @@ from selectkit.features.store.problems import (
     writing,
 )
 from selectkit.manifest import jsonable
-from selectkit.publish import atomic_writer, clear_stale, fsync_dir
+from selectkit.publish import atomic_writer, clear_stale, fsync_path
 from selectkit.resources import human_bytes
 
 FILE_BYTES = 1 << 30
@@ -248,7 +248,7 @@ class FeatureStore:
             raise
         finally:
             locks.release(fd)
-        fsync_dir(self.root)
+        fsync_path(self.root)
 
     def _temp_folder(self, ident: str) -> tuple[Path, int]:
         """A new folder to build entry ``ident`` in, and the descriptor of the lock held on
