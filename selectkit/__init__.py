@@ -23,7 +23,7 @@ _EXPORTS = {
     "load_pool": "selectkit.data.load",
     "Pool": "selectkit.data.pool",
     "Record": "selectkit.data.pool",
-    "hookimpl": "selectkit.hookspecs",
+    "hookimpl": "selectkit.markers",
     "Host": "selectkit.host",
     "get_host": "selectkit.host",
     "Context": "selectkit.methods",
@@ -121,7 +121,7 @@ if TYPE_CHECKING:
     from selectkit.features.featurize import FeaturizeConfig, featurize
     from selectkit.features.scoring import score_pool
     from selectkit.features.store import FeatureSet, FeatureStore
-    from selectkit.hookspecs import hookimpl
+    from selectkit.markers import hookimpl
     from selectkit.host import Host, get_host
     from selectkit.methods import Context, Method
     from selectkit.models.loading import ModelOptions, load_model

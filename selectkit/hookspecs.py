@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from selectkit.markers import hookspec
 
 if TYPE_CHECKING:
     import click
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from selectkit.methods import Method
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.solvers.base import Solver
-
-hookspec = pluggy.HookspecMarker("selectkit")
-hookimpl = pluggy.HookimplMarker("selectkit")
 
 
 @hookspec

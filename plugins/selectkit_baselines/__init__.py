@@ -1,6 +1,6 @@
 """The baselines every data-selection paper reports: random and longest."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_baselines.methods import Longest, Random
 
 

@@ -1,7 +1,7 @@
 """Bilevel reweighting for selectkit: validation-driven per-record or per-group weights
 (learning to reweight, Ren et al. 2018)."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_bilevel.method import Bilevel, BilevelParams
 
 

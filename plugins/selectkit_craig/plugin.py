@@ -1,6 +1,6 @@
 """Registration of the ``craig`` method with the selectkit host."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_craig.method import Craig
 
 

@@ -1,6 +1,6 @@
 """GraNd and EL2N: the early-training difficulty scores of "Deep Learning on a Data Diet"."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_datadiet.methods import EL2N, GraNd
 
 

@@ -1,6 +1,6 @@
 """DsDm: selection by linear datamodels, estimated with TRAK or fitted on retrained models."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_datamodels.method import Datamodels
 
 

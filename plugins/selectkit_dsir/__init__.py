@@ -6,7 +6,7 @@ iterable of texts, for corpora larger than memory::
     from selectkit_dsir import bucket_log_ratio, hashed_counts, importance_log_weights
 """
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_dsir.engine import (
     HashedNgrams,
     bucket_log_ratio,

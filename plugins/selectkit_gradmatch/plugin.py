@@ -1,6 +1,6 @@
 """Registration of the ``gradmatch`` method with the selectkit host."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_gradmatch.method import GradMatch
 
 

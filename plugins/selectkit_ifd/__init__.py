@@ -1,6 +1,6 @@
 """IFD: Instruction-Following Difficulty (Cherry LLM, Superfiltering)."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_ifd.method import Ifd
 
 

@@ -1,6 +1,6 @@
 """k-center for selectkit: diverse records by farthest-first traversal (Sener and Savarese 2018)."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_kcenter.method import KCenterMethod
 
 

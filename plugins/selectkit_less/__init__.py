@@ -1,6 +1,6 @@
 """LESS: targeted instruction-data selection by LoRA-gradient similarity (Xia et al. 2024)."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_less.method import Less
 
 

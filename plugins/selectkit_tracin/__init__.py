@@ -1,6 +1,6 @@
 """TracIn-CP: influence on a target as checkpoint-summed gradient inner products."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_tracin.method import TracIn
 
 

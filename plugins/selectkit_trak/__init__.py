@@ -1,6 +1,6 @@
 """TRAK: attribution by a kernel regression on projected gradients (Park et al. 2023)."""
 
-from selectkit.hookspecs import hookimpl
+from selectkit import hookimpl
 from selectkit_trak.method import Trak
 
 

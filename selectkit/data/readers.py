@@ -41,7 +41,7 @@ from selectkit.data.formats import (
 )
 from selectkit.data.values import MAX_DEPTH, TOO_DEEP, json_row
 from selectkit.errors import FormatError, RecordError
-from selectkit.hookspecs import hookimpl
+from selectkit.markers import hookimpl
 
 #: CSV fields may be as long as a file holds (the csv module's default stops at 128 KiB).
 _CSV_FIELD_LIMIT = 2**31 - 1

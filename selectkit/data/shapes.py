@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from selectkit.data.fields import MISSING, field_names, get_field, is_empty, kind, text_value
 from selectkit.data.formats import LoadOptions
 from selectkit.errors import RecordError
-from selectkit.hookspecs import hookimpl
+from selectkit.markers import hookimpl
 
 
 @dataclass(frozen=True)

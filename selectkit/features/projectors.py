@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from selectkit.errors import ParamError
-from selectkit.hookspecs import hookimpl
+from selectkit.markers import hookimpl
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from selectkit.errors import ParamError
-from selectkit.hookspecs import hookimpl
+from selectkit.markers import hookimpl
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
 from selectkit.solvers.greedy import GreedySolver

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from selectkit import hookimpl
+from selectkit.api import load_pool
 from selectkit.cli import cli
 from selectkit.data import load as load_module
 from selectkit.data import readers
 from selectkit.data.formats import Format, LoadOptions, RawRow, unreadable
-from selectkit.data.load import load_pool
 from selectkit.data.readers import read_rows
 from selectkit.errors import FormatError, RecordError
-from selectkit.hookspecs import hookimpl
 
 from .conftest import write_rows
 

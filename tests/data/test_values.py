@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
+from selectkit import hookimpl
+from selectkit.api import load_pool, load_records_from_list
 from selectkit.data.formats import LoadOptions, RawRow
-from selectkit.data.load import load_pool, load_records_from_list
 from selectkit.data.readers import read_rows
 from selectkit.data.values import MAX_DEPTH, json_row
 from selectkit.errors import FormatError, RecordError
-from selectkit.hookspecs import hookimpl
 
 from .test_bad_files import refused, select
 
