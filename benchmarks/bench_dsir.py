@@ -56,6 +56,7 @@ from selectkit_dsir.engine import resolve_jobs
 from selectkit_dsir.method import DSIR, DSIRParams
 
 from selectkit.data.pool import Pool, Record
+from selectkit.host import get_host
 from selectkit.methods import Context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +179,9 @@ def run_selectkit(
     start = time.perf_counter()
     pool, target = _read_pool(pool_path), _read_pool(target_path)
     scoring = time.perf_counter()
-    objective = DSIR(params).objective(pool, target, Context(seed=0, n_jobs=n_jobs))
+    objective = DSIR(params).objective(
+        pool, target, Context(host=get_host(), seed=0, n_jobs=n_jobs)
+    )
     end = time.perf_counter()
     return objective.values, end - start, end - scoring
 

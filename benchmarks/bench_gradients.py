@@ -23,6 +23,7 @@ Run: ``python benchmarks/bench_gradients.py [--examples 128] [--reference-exampl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selectkit.api import load_model
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
@@ -38,7 +40,8 @@ from selectkit.features.featurize import FeaturizeConfig, Featurizer, block_orde
 from selectkit.features.gradients import response_losses
 from selectkit.features.projectors import TrakProjector
 from selectkit.features.store import FeatureStore
-from selectkit.models.loading import ModelOptions, load_model
+from selectkit.host import get_host
+from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec, attach_lora
 
 SPEEDUP_TARGET = 20.0
@@ -157,7 +160,7 @@ def main() -> None:
         spec = "tiny-llama:layers=4,hidden=256,intermediate=1024"
         lora = LoraSpec(r=8, target_modules="all-linear")
     loaded = load_model(spec, ModelOptions(device="cpu"))
-    loaded.model = attach_lora(loaded.model, lora, seed=0)
+    loaded = dataclasses.replace(loaded, model=attach_lora(loaded.model, lora, seed=0))
     with torch.no_grad():  # a trained adapter has B != 0; a fresh one would zero A's gradients
         for name, param in loaded.model.named_parameters():
             if "lora_B" in name:
@@ -166,7 +169,7 @@ def main() -> None:
     pool = long_records(args.examples, seed=0)
     small = Pool(list(pool)[: args.reference_examples])
     with tempfile.TemporaryDirectory() as root:
-        featurizer = Featurizer(loaded, config, store=FeatureStore(root))
+        featurizer = Featurizer(loaded, config, store=FeatureStore(root), host=get_host())
         tokens = tokenize_pool(pool, loaded.tokenizer, config)
         mean_len = np.mean([len(t.input_ids) for t in tokens])
         print(
@@ -179,7 +182,7 @@ def main() -> None:
         ours_runs, floor_runs = [], []
         for rep in range(args.repeats):
             store = FeatureStore(Path(root) / f"run-{rep}")
-            fresh = Featurizer(loaded, config, store=store)
+            fresh = Featurizer(loaded, config, store=store, host=get_host())
             started = time.perf_counter()
             features = fresh.run(pool, progress=False)
             ours_runs.append(time.perf_counter() - started)

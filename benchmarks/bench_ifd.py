@@ -30,9 +30,10 @@ import numpy as np
 from selectkit_ifd.method import IfdParams
 
 from selectkit import select
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientPipeline
+from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.train.evaluate import example_losses
 from selectkit.train.runs import pad_token_id
@@ -87,7 +88,7 @@ def main() -> None:
     print(f"pool {len(pool)} Alpaca records, {int(mismatched.sum())} with a mismatched response")
 
     # The method's own loader, so that select() below reuses the model it loads here.
-    loaded = GradientPipeline(IfdParams(**params), Context()).loaded
+    loaded = GradientPipeline(IfdParams(**params), Context(host=get_host())).loaded
     tokens = tokenize_pool(pool, loaded.tokenizer, FeaturizeConfig(max_length=args.max_length))
     started = time.perf_counter()
     example_losses(loaded.model, tokens, pad_token_id(loaded.tokenizer), batch_size=16)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from selectkit.api import load_pool
 from selectkit.data.formats import LoadOptions
-from selectkit.data.load import load_pool
 from selectkit.output import SelectionOutputs, manifest_path
 from selectkit.selection import Selection
 from selectkit.solvers.base import Solution

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from selectkit import load_model
-from selectkit.data.load import load_records_from_list
+from selectkit.api import evaluate_lds, load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.models.lora import LoraSpec
-from selectkit.retraining import RetrainConfig, evaluate_lds, retrain
+from selectkit.retraining import RetrainConfig, retrain
 from selectkit.train.finetune import FinetuneConfig
 
 TARGET_FAMILIES = ["units", "reverse", "dates", "acronym"]

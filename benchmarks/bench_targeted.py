@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from selectkit import FinetuneConfig, finetune, load_model, select, target_loss
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.models.lora import LoraSpec
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

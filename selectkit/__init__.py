@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "select": "selectkit.api",
-    "load_pool": "selectkit.data.load",
+    "load_pool": "selectkit.api",
+    "load_records_from_list": "selectkit.api",
     "Pool": "selectkit.data.pool",
     "Record": "selectkit.data.pool",
     "hookimpl": "selectkit.markers",
@@ -39,12 +40,12 @@ _EXPORTS = {
     "Scores": "selectkit.solvers.objectives",
     "Weights": "selectkit.solvers.objectives",
     "FeaturizeConfig": "selectkit.features.featurize",
-    "featurize": "selectkit.features.featurize",
+    "featurize": "selectkit.api",
     "score_pool": "selectkit.features.scoring",
     "FeatureSet": "selectkit.features.store",
     "FeatureStore": "selectkit.features.store",
     "ModelOptions": "selectkit.models.loading",
-    "load_model": "selectkit.models.loading",
+    "load_model": "selectkit.api",
     "LoraSpec": "selectkit.models.lora",
     "FinetuneConfig": "selectkit.train.finetune",
     "finetune": "selectkit.train.finetune",
@@ -56,7 +57,7 @@ _EXPORTS = {
     "retrain": "selectkit.retraining.harness",
     "load_runs": "selectkit.retraining.runs",
     "linear_datamodeling_score": "selectkit.retraining.lds",
-    "evaluate_lds": "selectkit.retraining.lds",
+    "evaluate_lds": "selectkit.api",
 }
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "linear_datamodeling_score",
     "load_model",
     "load_pool",
+    "load_records_from_list",
     "load_runs",
     "retrain",
     "score_pool",
@@ -115,16 +117,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from selectkit.api import select
-    from selectkit.data.load import load_pool
+    from selectkit.api import featurize, load_model, load_pool, select
     from selectkit.data.pool import Pool, Record
-    from selectkit.features.featurize import FeaturizeConfig, featurize
+    from selectkit.features.featurize import FeaturizeConfig
     from selectkit.features.scoring import score_pool
     from selectkit.features.store import FeatureSet, FeatureStore
-    from selectkit.markers import hookimpl
     from selectkit.host import Host, get_host
+    from selectkit.markers import hookimpl
     from selectkit.methods import Context, Method
-    from selectkit.models.loading import ModelOptions, load_model
+    from selectkit.models.loading import ModelOptions
     from selectkit.models.lora import LoraSpec
     from selectkit.selection import Selection
     from selectkit.solvers.base import Solution, Solver

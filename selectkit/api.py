@@ -1,13 +1,19 @@
-"""``select``: run a method by name under a budget and constraints, and get a Selection."""
+"""The Python entry points: ``select`` (a method by name under a budget and constraints, giving a
+Selection) and ``load_pool``. Here, and in the command line, is where a run takes the
+process-wide host when it is not given one; everything below receives it."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from selectkit.data import load
+from selectkit.data.formats import LoadOptions
 from selectkit.data.pool import Pool
 from selectkit.errors import BudgetError, ParamError, PluginError
 from selectkit.host import Host, get_host
@@ -19,6 +25,12 @@ from selectkit.selection import Selection
 from selectkit.solvers.budget import Budget, Constraints, Problem, resolve, rule_out
 from selectkit.solvers.dispatch import solve
 from selectkit.solvers.objectives import Objective, Weights
+
+if TYPE_CHECKING:
+    from selectkit.features.store import FeatureSet
+    from selectkit.models.loading import LoadedModel, ModelOptions
+    from selectkit.retraining.lds import LdsResult
+    from selectkit.retraining.runs import RetrainRuns
 
 
 def select(
@@ -35,6 +47,7 @@ def select(
     n_jobs: int = 0,
     progress: bool = False,
     allow_empty: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
     host: Host | None = None,
 ) -> Selection:
     """Select records of ``pool`` with ``method`` under ``budget`` and ``constraints``.
@@ -43,9 +56,12 @@ def select(
     are that method's parameters (strings are converted to their declared types). The budget,
     quotas, target, seed and parameters are all checked before the method does any work. A
     selection of no records is an error (it is never what a training run wants) unless
-    ``allow_empty``.
+    ``allow_empty``. ``cache_dir`` is the feature store's folder (default:
+    ``SELECTKIT_CACHE_DIR`` or the user cache); ``host`` the plugin host (default: the
+    process-wide one, built from the environment).
     """
     host = host or get_host()
+    store_root = _store_root(cache_dir)
     started = time.perf_counter()
     seed = check_seed(seed)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 0:
@@ -72,6 +88,8 @@ def select(
         raise ParamError("solver parameters were given without --solver NAME")
 
     context = Context(
+        host=host,
+        store_root=store_root,
         seed=seed,
         n_jobs=n_jobs,
         progress=progress,
@@ -173,3 +191,80 @@ def _method(host: Host, method: str | Method, params: Mapping[str, Any] | None) 
         return method
     method_cls = host.method(method)
     return method_cls(build_params(method_cls.Params, params or {}, f"method '{method}'"))
+
+
+def load_pool(
+    source: str | os.PathLike[str],
+    options: LoadOptions | None = None,
+    *,
+    host: Host | None = None,
+    **option_overrides: Any,
+) -> Pool:
+    """Read ``source`` into a :class:`Pool` (:func:`selectkit.data.load.load_pool`), with the
+    process-wide host unless given one."""
+    return load.load_pool(source, options, host=host or get_host(), **option_overrides)
+
+
+def load_records_from_list(
+    rows: Sequence[Mapping[str, Any]],
+    options: LoadOptions | None = None,
+    *,
+    host: Host | None = None,
+    **option_overrides: Any,
+) -> Pool:
+    """A pool from in-memory rows (:func:`selectkit.data.load.load_records_from_list`), with
+    the process-wide host unless given one."""
+    return load.load_records_from_list(rows, options, host=host or get_host(), **option_overrides)
+
+
+def load_model(
+    spec: str, options: ModelOptions | None = None, *, host: Host | None = None
+) -> LoadedModel:
+    """Model ``spec`` on its device, in eval mode (:meth:`Host.load_model`), from the
+    process-wide host unless given one."""
+    return (host or get_host()).load_model(spec, options)
+
+
+def evaluate_lds(
+    method: str | Method,
+    pool: Pool,
+    target: Pool,
+    runs: RetrainRuns,
+    *,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    host: Host | None = None,
+    models: Sequence[int] | np.ndarray | None = None,
+) -> LdsResult:
+    """The linear datamodeling score of ``method`` (a registered name with ``params``, or a
+    configured Method) on the retrained models of ``runs``
+    (:func:`selectkit.retraining.lds.evaluate_lds`)."""
+    from selectkit.retraining.lds import evaluate_lds as score
+
+    host = host or get_host()
+    context = Context(
+        host=host, store_root=_store_root(cache_dir), seed=check_seed(seed), progress=progress
+    )
+    return score(_method(host, method, params), pool, target, runs, context, models=models)
+
+
+def featurize(
+    pool: Pool, model: str | LoadedModel, *, host: Host | None = None, **options: Any
+) -> list[FeatureSet]:
+    """Features of ``pool`` under each checkpoint (:func:`selectkit.features.featurize.featurize`,
+    whose keyword options these are), with the process-wide host unless given one."""
+    from selectkit.features.featurize import featurize as extract
+
+    return extract(pool, model, host=host or get_host(), **options)
+
+
+def _store_root(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The store folder asked for, refused now when it is a file."""
+    if cache_dir is None or os.fspath(cache_dir) == "":
+        return None
+    root = Path(cache_dir).expanduser()
+    if root.is_file():
+        raise ParamError(f"the cache folder {root} is a file; give a folder (--cache-dir)")
+    return root

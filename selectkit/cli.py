@@ -11,7 +11,14 @@ import click
 from selectkit import __version__
 from selectkit.commands.cache import cache as cache_group
 from selectkit.commands.featurize import featurize_command
-from selectkit.commands.options import POSITIVE, SEED, input_paths, load_options, pool_options
+from selectkit.commands.options import (
+    POSITIVE,
+    SEED,
+    cache_dir_option,
+    input_paths,
+    load_options,
+    pool_options,
+)
 from selectkit.commands.plugins import methods_command, plugins_command
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.retrain import lds_command, retrain_command
@@ -65,6 +72,7 @@ def cli(debug: bool) -> None:
     "--allow-empty", is_flag=True, help="Write an empty selection instead of failing on one."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@cache_dir_option
 @pool_options
 def select_command(**kw: Any) -> None:
     """Select a budgeted subset of a pool and write it, with its manifest, to --out.
@@ -72,8 +80,7 @@ def select_command(**kw: Any) -> None:
     The records, the manifest and the scores are published together when the selection is
     complete; until then (and if anything fails) the previous files are left as they were.
     """
-    from selectkit.api import select
-    from selectkit.data.load import load_pool
+    from selectkit.api import load_pool, select
     from selectkit.output import SelectionOutputs, output_paths
     from selectkit.params import build_params, parse_assignments
     from selectkit.publish import check_paths
@@ -94,7 +101,11 @@ def select_command(**kw: Any) -> None:
         host.solver(kw["solver"])
     given = {"--pool": kw["pool_path"], "--target": kw["target_path"]}
     inputs = input_paths(given, {**params, **solver_params})
-    check_paths(inputs=inputs, files=output_paths(kw["out"], kw["scores_out"]))
+    check_paths(
+        inputs=inputs,
+        files=output_paths(kw["out"], kw["scores_out"]),
+        folders={"--cache-dir": kw["cache_dir"]} if kw["cache_dir"] else {},
+    )
     with SelectionOutputs(kw["out"], kw["scores_out"]) as outputs:
         options = load_options(kw, kw["group_by"])
         pool = load_pool(kw["pool_path"], options, host=host)
@@ -116,6 +127,7 @@ def select_command(**kw: Any) -> None:
             n_jobs=kw["jobs"],
             progress=not kw["quiet"],
             allow_empty=kw["allow_empty"],
+            cache_dir=kw["cache_dir"],
             host=host,
         )
         selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
@@ -154,7 +166,7 @@ def _print_summary(selection, pool, written: list[Path]) -> None:
 @click.option(
     "--per-family", default=20, show_default=True, type=POSITIVE, help="Pool records each."
 )
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
+@cache_dir_option
 def demo_command(
     out_dir: str, model: str, seed: int, per_family: int, cache_dir: str | None
 ) -> None:

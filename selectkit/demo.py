@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selectkit.api import select
+from selectkit.api import load_records_from_list, select
 from selectkit.data.formats import LoadOptions
-from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.output import SelectionOutputs
@@ -73,7 +72,6 @@ def run_demo(
             "max_length": 256,
             "warmup_fraction": 0.1,
             "warmup_epochs": 1,
-            "cache_dir": cache_dir or "",
         }
         echo(
             f"pool: {len(pool)} records in {len(set(pool.groups))} task families; "
@@ -89,7 +87,14 @@ def run_demo(
                 params = {"sample": "false"}
             started = time.perf_counter()
             selection = select(
-                pool, name, budget, target=target, params=params, seed=seed, progress=progress
+                pool,
+                name,
+                budget,
+                target=target,
+                params=params,
+                seed=seed,
+                progress=progress,
+                cache_dir=cache_dir,
             )
             elapsed = time.perf_counter() - started
             share = selection.group_shares(pool).get(TARGET_FAMILY, 0.0)

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -50,6 +50,10 @@ from selectkit import hookspecs
 from selectkit.errors import ParamError, PluginError
 from selectkit.registry import KINDS, Claim, NameConflict, PluginInfo, Registry, normalize
 from selectkit.tracing import trace_line
+
+if TYPE_CHECKING:
+    from selectkit.data.formats import LoadOptions
+    from selectkit.models.loading import LoadedModel, ModelOptions
 
 ENTRY_POINT_GROUP = "selectkit"
 #: The distribution whose entry points are first-party.
@@ -106,6 +110,7 @@ class Host:
         self._extra_conflicts: list[NameConflict] = []
         self._registries: dict[str, Registry] = {}
         self._trace = trace
+        self._model: tuple[tuple[str, ModelOptions], LoadedModel] | None = None
         if trace:
             self.pm.add_hookcall_monitoring(lambda *a: None, self._trace_hook)
         blocked = set(blocked or ())
@@ -231,6 +236,68 @@ class Host:
 
     def shape(self, name: str) -> type:
         return self._lookup("shapes", name)
+
+    # -- the loader hooks (firstresult): a reserved name only first-party plugins answer --
+
+    def load_records(self, source: str, options: LoadOptions) -> Sequence[Any] | None:
+        """The rows of ``source`` from the first plugin that reads it; ``None`` when none does."""
+        return self.hook.selectkit_load_records(
+            source=source, options=options, formats=self.formats
+        )
+
+    def load_tokenizer(self, spec: str, *, trust_remote_code: bool = False) -> Any:
+        """The tokenizer ``spec`` names; :class:`ParamError` when no plugin knows it."""
+        from selectkit.data.tokenizers import is_reserved_tokenizer, unknown_tokenizer
+
+        hook = (
+            self.first_party_hook("selectkit_load_tokenizer")
+            if is_reserved_tokenizer(spec)
+            else self.hook.selectkit_load_tokenizer
+        )
+        tokenizer = hook(spec=spec, trust_remote_code=trust_remote_code)
+        if tokenizer is None:
+            raise unknown_tokenizer(spec)
+        return tokenizer
+
+    def load_model(self, spec: str, options: ModelOptions | None = None) -> LoadedModel:
+        """Model ``spec`` on ``options.device``, in eval mode, with a padding token; a fresh
+        copy every call (:meth:`shared_model` keeps one for the methods of a session)."""
+        from selectkit.models.loading import (
+            ModelOptions,
+            is_reserved_model,
+            prepared,
+            resolve_device,
+            unknown_model,
+        )
+
+        options = options if options is not None else ModelOptions()
+        device = resolve_device(options.device)
+        hook = (
+            self.first_party_hook("selectkit_load_model")
+            if is_reserved_model(spec)
+            else self.hook.selectkit_load_model
+        )
+        loaded = hook(spec=spec, options=options)
+        if loaded is None:
+            raise unknown_model(spec)
+        return prepared(loaded, device)
+
+    def shared_model(self, spec: str, options: ModelOptions) -> LoadedModel:
+        """Model ``spec``, loaded once and kept for the next method that asks for the same
+        model (a notebook or the demo comparing methods). One model at a time: asking for
+        another frees this one. Nobody can change it: a :class:`LoadedModel` is frozen, and
+        adapters are attached only inside :meth:`LoadedModel.adapted`, which removes them."""
+        key = (spec, options)
+        if self._model is None or self._model[0] != key:
+            self._model = None  # free the last before loading the next
+            self._model = (key, self.load_model(spec, options))
+        return self._model[1]
+
+    def shared_model_if_loaded(self, spec: str, options: ModelOptions) -> LoadedModel | None:
+        """The kept model when it is ``spec`` with ``options``; ``None`` otherwise."""
+        if self._model is not None and self._model[0] == (spec, options):
+            return self._model[1]
+        return None
 
     def provider(self, kind: str, obj: Any) -> PluginInfo | None:
         """The plugin that registered class ``obj`` of ``kind`` (``"methods"``, ...), or None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -13,17 +14,45 @@ from selectkit.errors import ParamError
 from selectkit.params import NoParams
 from selectkit.solvers.objectives import Objective
 
+if TYPE_CHECKING:
+    from selectkit.models.loading import LoadedModel, ModelOptions
+
+
+class Services(Protocol):
+    """What a method may ask of the run's plugin host (:class:`selectkit.host.Host` is one):
+    other registered classes, and models and tokenizers through the loader hooks. Declared
+    here, where methods live, so the method contract does not depend on the host."""
+
+    def method(self, name: str) -> type: ...
+
+    def projector(self, name: str) -> type: ...
+
+    def load_tokenizer(self, spec: str, *, trust_remote_code: bool = False) -> Any: ...
+
+    def load_model(self, spec: str, options: ModelOptions | None = None) -> LoadedModel: ...
+
+    def shared_model(self, spec: str, options: ModelOptions) -> LoadedModel: ...
+
+    def shared_model_if_loaded(self, spec: str, options: ModelOptions) -> LoadedModel | None: ...
+
 
 @dataclass(frozen=True)
 class Context:
     """What a run gives every method besides its parameters.
 
-    ``seed`` drives all randomness of the method; ``n_jobs`` bounds its parallelism (0 means
-    all cores); ``progress`` asks for progress bars on long work. ``budget_records`` is the
-    number of records a count budget selects (``None`` for token budgets), for methods whose
-    scoring depends on it, so they can refuse an impossible request before heavy work.
+    ``host`` is the run's plugin host: models, tokenizers, projectors and other methods come
+    from it, never from a process-wide one. ``store_root`` is the feature store's folder
+    (warmups beside it; ``None``: ``SELECTKIT_CACHE_DIR`` or the user cache). ``seed`` is the
+    selection's seed: sampling and the randomness of methods that sample, never the warmup's
+    or the projection's (those are parameters of the methods that use them, so a new seed
+    reuses their work). ``n_jobs`` bounds parallelism (0 means all cores); ``progress`` asks
+    for progress bars on long work. ``budget_records`` is the number of records a count
+    budget selects (``None`` for token budgets), for methods whose scoring depends on it, so
+    they can refuse an impossible request before heavy work.
     """
 
+    host: Services
+    store_root: Path | None = None
     seed: int = 0
     n_jobs: int = 0
     progress: bool = False

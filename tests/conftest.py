@@ -12,11 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory) -> Path:
+    """The feature store every test of the session shares (warmups beside it), so a warmup
+    runs once; never the user's own cache."""
+    return tmp_path_factory.mktemp("cache") / "features"
+
+
 @pytest.fixture(autouse=True)
-def fresh_host(monkeypatch):
-    """Each test builds its own host from the environment it sets up."""
+def fresh_host(monkeypatch, store_root):
+    """Each test builds its own host from the environment it sets up, and stores features in
+    the session's store unless it names another."""
     for name in ("SELECTKIT_LOAD_PLUGINS", "SELECTKIT_BLOCK_PLUGINS", "SELECTKIT_TRACE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(store_root))
     host_module.reset_host()
     yield
     host_module.reset_host()
@@ -34,7 +43,7 @@ def shared_data() -> Path:
 def targeted():
     """A generated pool of 10 task families (30 records each) and 10 held-out unit
     conversions as the target, for the targeted-selection tests of the gradient methods."""
-    from selectkit.data.load import load_records_from_list
+    from selectkit.api import load_records_from_list
     from selectkit.data.synthetic import make_records
 
     pool_rows = make_records(30, seed=0)
@@ -45,9 +54,8 @@ def targeted():
 
 
 @pytest.fixture(scope="session")
-def gradient_params(tmp_path_factory) -> dict:
-    """Gradient-method parameters for a tiny Llama, with one store and warmup cache shared by
-    every test of the session (so the warmup runs once)."""
+def gradient_params() -> dict:
+    """Gradient-method parameters for a tiny Llama (the session's store holds their warmup)."""
     return {
         "model": "tiny-llama",
         "dim": 256,
@@ -56,12 +64,11 @@ def gradient_params(tmp_path_factory) -> dict:
         "warmup_fraction": 0.2,
         "warmup_lr": 1e-3,
         "lora_targets": "all-linear",
-        "cache_dir": str(tmp_path_factory.mktemp("features")),
     }
 
 
 @pytest.fixture(scope="session")
 def model_params(gradient_params) -> dict:
-    """The same model, warmup and cache, for methods that run the model but project no
+    """The same model and warmup, for methods that run the model but project no
     gradients (EL2N, IFD): everything but the projection's ``dim``."""
     return {key: value for key, value in gradient_params.items() if key != "dim"}

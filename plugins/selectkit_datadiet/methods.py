@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit.data.pool import Pool
-from selectkit.features.featurize import FeaturizeConfig, tokenize_pool, with_adapter
+from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
 from selectkit.features.token_stats import el2n_scores
 from selectkit.methods import Context, Method
@@ -58,16 +58,15 @@ class EL2N(Method):
         tokens = tokenize_pool(pool, loaded.tokenizer, config)
         pad = loaded.tokenizer.pad_token_id
         per_checkpoint = []
-        base = loaded.model
         for folder in checkpoints:
-            model = with_adapter(base, folder)
-            try:
+            with loaded.adapted(folder) as adapted:
                 per_checkpoint.append(
                     el2n_scores(
-                        model, tokens, pad, batch_size=params.batch_size, progress=context.progress
+                        adapted.model,
+                        tokens,
+                        pad,
+                        batch_size=params.batch_size,
+                        progress=context.progress,
                     )
                 )
-            finally:
-                base = model.unload()
-        loaded.model = base
         return Scores(np.mean(per_checkpoint, axis=0))

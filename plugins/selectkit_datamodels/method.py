@@ -97,9 +97,7 @@ class Datamodels(Method):
         return fit_datamodels(runs.masks[usable], runs.outcomes[usable])
 
     def _trak_attribution(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
-        from selectkit.host import get_host
-
-        trak = get_host().method("trak")
+        trak = context.host.method("trak")
         shared = {f.name for f in fields(GradientParams)} | {"damping"}
         values = {name: getattr(self.params, name) for name in shared}
         return trak(trak.Params(**values)).attribute(pool, target, context)

@@ -31,7 +31,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool, Record
 from selectkit.errors import ParamError, RecordError
-from selectkit.features.featurize import FeaturizeConfig, tokenize_pool, with_adapter
+from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
@@ -90,14 +90,10 @@ class Ifd(Method):
         pipeline.check(pool, without_instruction(pool), checkpoints=p.scorer == "warmup")
         loaded = pipeline.loaded
         checkpoint = pipeline.checkpoints(pool)[-1] if p.scorer == "warmup" else None
-        model = with_adapter(loaded.model, checkpoint)
-        try:
+        with loaded.adapted(checkpoint) as adapted:
             ifd = ifd_scores(
-                model, loaded.tokenizer, pool, p.max_length, p.batch_size, context.progress
+                adapted.model, loaded.tokenizer, pool, p.max_length, p.batch_size, context.progress
             )
-        finally:
-            if checkpoint is not None:
-                loaded.model = model.unload()
         ifd[~has_instruction] = 1.0
         eligible = has_instruction & (ifd <= p.max_ifd)
         reasons = [f"IFD > {p.max_ifd:g}"] if math.isfinite(p.max_ifd) else []

@@ -7,20 +7,12 @@ from typing import Any
 
 import click
 
+from selectkit.commands.options import cache_dir_option
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.errors import EXIT_PROBLEMS, StoreError
 from selectkit.features.store import BrokenEntry, FeatureStore, check_entry
 from selectkit.resources import human_bytes
 from selectkit.terminal import printable, printable_json
-
-
-def _cache_dir_option(func):
-    return click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Feature store directory (default: $SELECTKIT_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/selectkit/features, else ~/.cache/selectkit/features).",
-    )(func)
 
 
 @click.group("cache", cls=ReportingGroup)
@@ -40,7 +32,7 @@ def _describe(info: dict[str, Any]) -> str:
 
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_cache_dir_option
+@cache_dir_option
 def ls_command(as_json: bool, cache_dir: Path | None) -> None:
     """List stored feature sets, and any broken ones."""
     store = FeatureStore(cache_dir)
@@ -103,7 +95,7 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
 @cache.command("info")
 @click.argument("entry_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_cache_dir_option
+@cache_dir_option
 def info_command(entry_id: str, as_json: bool, cache_dir: Path | None) -> None:
     """Show a feature set's key, layout, progress and meta.
 
@@ -125,7 +117,7 @@ def info_command(entry_id: str, as_json: bool, cache_dir: Path | None) -> None:
     "pending (the next run that needs them computes them again), remove entries that cannot "
     "be repaired in place (extracted again when next needed).",
 )
-@_cache_dir_option
+@cache_dir_option
 def verify_command(entry_ids: tuple[str, ...], repair: bool, cache_dir: Path | None) -> None:
     """Check feature sets: their files, the checksums of their small files and of every row.
 
@@ -194,7 +186,7 @@ def _verify_one(store: FeatureStore, ident: str, repair: bool) -> bool:
 @click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Remove even while a process is writing to it.")
-@_cache_dir_option
+@cache_dir_option
 def rm_command(entry_ids: tuple[str, ...], yes: bool, force: bool, cache_dir: Path | None) -> None:
     """Remove feature sets (ID may be a prefix)."""
     store = FeatureStore(cache_dir)

@@ -8,6 +8,7 @@ import click
 
 from selectkit.commands.options import (
     SEED,
+    cache_dir_option,
     load_options,
     lora_options,
     lora_spec,
@@ -35,7 +36,16 @@ from selectkit.commands.options import (
 )
 @click.option("--projector", default="sjlt", show_default=True, help="Random projector name.")
 @click.option("--dim", default=8192, show_default=True, type=int, help="Projected dimension.")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Projection and LoRA seed.")
+@click.option(
+    "--projector-seed", default=0, show_default=True, type=SEED, help="Seed of the projection."
+)
+@click.option(
+    "--adapter-seed",
+    default=0,
+    show_default=True,
+    type=SEED,
+    help="Seed of the fresh LoRA's initial weights (without --checkpoint).",
+)
 @click.option(
     "--shard",
     default="0/1",
@@ -71,7 +81,7 @@ from selectkit.commands.options import (
     is_flag=True,
     help="Store examples with no response token or a NaN gradient as skipped rows.",
 )
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature store folder.")
+@cache_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
 @lora_options
@@ -85,6 +95,7 @@ def featurize_command(**kw: Any) -> None:
     from selectkit.data.load import load_pool
     from selectkit.features.featurize import FeaturizeConfig, featurize, parse_shard
     from selectkit.features.store import FeatureStore, default_root
+    from selectkit.host import get_host
     from selectkit.publish import check_paths
 
     inputs = {"POOL": kw["pool_path"], "--model": kw["model"]}
@@ -95,14 +106,16 @@ def featurize_command(**kw: Any) -> None:
         gradient=kw["gradient"],
         projector=kw["projector"],
         dim=kw["dim"],
-        seed=kw["seed"],
+        projector_seed=kw["projector_seed"],
+        adapter_seed=kw["adapter_seed"],
         dtype=kw["store_dtype"],
         batch_size=kw["batch_size"],
         template=kw["template"],
         max_length=kw["max_length"],
         on_invalid="skip" if kw["skip_invalid"] else "error",
     )
-    pool = load_pool(kw["pool_path"], load_options(kw))
+    host = get_host()
+    pool = load_pool(kw["pool_path"], load_options(kw), host=host)
     names = kw["param_names"].split(",") if kw["param_names"] else None
     entries = featurize(
         pool,
@@ -115,6 +128,7 @@ def featurize_command(**kw: Any) -> None:
         shard=shard,
         model_options=model_load_options(kw),
         progress=not kw["quiet"],
+        host=host,
     )
     for entry in entries:
         info = entry.info()

@@ -72,6 +72,16 @@ SEED = click.IntRange(0, SEED_MAX)
 POSITIVE = click.IntRange(min=1)
 
 
+def cache_dir_option(func: Any) -> Any:
+    """``--cache-dir``: the feature store's folder, warmups beside it."""
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Feature store folder, warmups beside it (default: $SELECTKIT_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/selectkit/features, else ~/.cache/selectkit/features).",
+    )(func)
+
+
 def input_paths(
     paths: dict[str, str | None], params: dict[str, str] | None = None
 ) -> dict[str, str | None]:

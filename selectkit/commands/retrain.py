@@ -12,6 +12,7 @@ import click
 from selectkit.commands.options import (
     POSITIVE,
     SEED,
+    cache_dir_option,
     input_paths,
     load_options,
     lora_options,
@@ -83,9 +84,9 @@ def retrain_command(**kw: Any) -> None:
     Finished models are skipped; a model whose loss becomes NaN or infinite is recorded as
     diverged. Score methods on the run with `selectkit lds`.
     """
-    from selectkit.data.load import load_pool
+    from selectkit.api import load_pool
     from selectkit.features.featurize import parse_shard
-    from selectkit.models.loading import load_model
+    from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
     from selectkit.retraining import RetrainConfig, retrain
 
@@ -103,7 +104,7 @@ def retrain_command(**kw: Any) -> None:
     check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(records))
     target = load_pool(kw["target_path"], load_options(records))
-    loaded = load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(kw["model"], model_load_options(kw))
     runs = retrain(
         pool,
         target,
@@ -178,6 +179,7 @@ def route_params(methods: list[str], pairs: dict[str, str], host: Any) -> dict[s
     help="Write every result (per-target values included) as JSON.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@cache_dir_option
 @record_options
 def lds_command(**kw: Any) -> None:
     """Score attribution methods by their linear datamodeling score on the models of RUNS_DIR
@@ -209,8 +211,8 @@ def _lds(
 ) -> None:
     """The work of `selectkit lds`; its --json file (``json_file``, a temporary until
     published) is written at the end."""
-    from selectkit.data.load import load_pool
-    from selectkit.retraining import evaluate_lds, load_runs
+    from selectkit.api import evaluate_lds, load_pool
+    from selectkit.retraining import load_runs
 
     runs = load_runs(kw["runs_dir"])
     pool = load_pool(kw["pool_path"], load_options(kw, kw["group_by"]), host=host)
@@ -227,6 +229,7 @@ def _lds(
                 params=routed[name],
                 seed=kw["seed"],
                 progress=not kw["quiet"],
+                cache_dir=kw["cache_dir"],
                 host=host,
             )
         )

@@ -140,8 +140,8 @@ def train_command(**kw: Any) -> None:
     --group-by and the cost tokenizer); a selection made on another pool is refused. Use
     --max-steps to give selections of the same size the same number of steps.
     """
-    from selectkit.data.load import load_pool
-    from selectkit.models.loading import load_model
+    from selectkit.api import load_pool
+    from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
     from selectkit.train.finetune import check_pool, finetune, selected_groups
 
@@ -166,7 +166,7 @@ def train_command(**kw: Any) -> None:
         group_weights = selected_groups(pool, indices, manifest["selection"].get("group_weights"))
         path = str(Path(kw["selection_path"]).resolve())
         source = {"manifest": path, "method": manifest.get("method")}
-    loaded = load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(kw["model"], model_load_options(kw))
     result = finetune(
         pool,
         indices,
@@ -228,13 +228,13 @@ def evaluate_command(**kw: Any) -> None:
 def _evaluate(kw: dict[str, Any], losses_file: Path | None) -> None:
     """The work of `selectkit evaluate`; its --out file (``losses_file``, a temporary until
     published) is written at the end."""
-    from selectkit.data.load import load_pool
-    from selectkit.models.loading import load_model
+    from selectkit.api import load_pool
+    from selectkit.host import get_host
     from selectkit.models.lora import load_adapter
     from selectkit.train.evaluate import target_loss
 
     target = load_pool(kw["target_path"], load_options(kw, kw["group_by"]))
-    loaded = load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(kw["model"], model_load_options(kw))
     model = loaded.model
     if kw["adapter"]:
         model = load_adapter(model, kw["adapter"])

@@ -51,8 +51,8 @@ def warmup_command(**kw: Any) -> None:
     The checkpoints (HF Trainer format, optimizer state included) feed
     `selectkit featurize --checkpoint DIR --gradient adam`.
     """
-    from selectkit.data.load import load_pool
-    from selectkit.models.loading import load_model
+    from selectkit.api import load_pool
+    from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
     from selectkit.train.warmup import WarmupConfig, warmup
 
@@ -69,7 +69,7 @@ def warmup_command(**kw: Any) -> None:
     )
     check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(kw))
-    loaded = load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(kw["model"], model_load_options(kw))
     checkpoints = warmup(
         pool, loaded.model, loaded.tokenizer, kw["out_dir"], config, progress=not kw["quiet"]
     )

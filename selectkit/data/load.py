@@ -35,7 +35,7 @@ def load_pool(
     source: str | os.PathLike[str],
     options: LoadOptions | None = None,
     *,
-    host: Host | None = None,
+    host: Host,
     **option_overrides: Any,
 ) -> Pool:
     """Read ``source`` (a file, a saved dataset directory, or anything a plugin reads) into a
@@ -47,10 +47,9 @@ def load_pool(
     words, or tokens of the templated example when ``options.tokenizer`` is set (a spec for
     the ``selectkit_load_tokenizer`` hook, or, from Python, a tokenizer object).
     """
-    host = _host(host)
     options = _options(options, option_overrides, host)
     label = os.fspath(source)
-    rows = host.hook.selectkit_load_records(source=label, options=options, formats=host.formats)
+    rows = host.load_records(label, options)
     if rows is None:
         raise FormatError(f"no reader for {label}: it is not a local file and no plugin reads it")
     path = getattr(rows, "path", None) or label
@@ -72,14 +71,13 @@ def load_records_from_list(
     rows: Sequence[Mapping[str, Any]],
     options: LoadOptions | None = None,
     *,
-    host: Host | None = None,
+    host: Host,
     **option_overrides: Any,
 ) -> Pool:
     """A pool from in-memory rows (dicts), checked and shaped exactly like a file's rows.
 
     Errors name the row by its 1-based position; ``origin["sha256"]`` hashes the rows' JSON.
     """
-    host = _host(host)
     options = _options(options, option_overrides, host)
     raw = Rows([RawRow(index, row) for index, row in enumerate(rows, start=1)], format="list")  # type: ignore[arg-type]
     origin: dict[str, Any] = {"path": None, "sha256": _rows_digest(rows), "format": "list"}
@@ -120,14 +118,6 @@ def _hash_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _host(host: Host | None) -> Host:
-    if host is not None:
-        return host
-    from selectkit.host import get_host
-
-    return get_host()
 
 
 def _options(options: LoadOptions | None, overrides: dict[str, Any], host: Host) -> LoadOptions:
@@ -326,13 +316,10 @@ def _token_costs(
 ) -> tuple[list[Record], list[int], list[int]]:
     """Token counts of each kept record's templated example and of its response."""
     from selectkit.data.tokenize import tokenize_many
-    from selectkit.data.tokenizers import load_tokenizer
 
     tokenizer: Any = options.tokenizer
     if isinstance(tokenizer, str):
-        tokenizer = load_tokenizer(
-            tokenizer, trust_remote_code=options.trust_remote_code, host=host
-        )
+        tokenizer = host.load_tokenizer(tokenizer, trust_remote_code=options.trust_remote_code)
     results = tokenize_many(
         records,
         tokenizer,

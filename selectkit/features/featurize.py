@@ -29,11 +29,11 @@ from selectkit.features.gradient_types import (
 from selectkit.features.gradients import Method, PerExampleGradients
 from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
 from selectkit.manifest import versions
-from selectkit.models.lora import LoraSpec, attach_lora, load_adapter
+from selectkit.models.lora import LoraSpec
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool
-    from selectkit.host import Host
+    from selectkit.methods import Services
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.train.checkpoints import Checkpoint
 
@@ -54,12 +54,18 @@ class FeaturizeConfig:
     rounding); later runs on that entry use the entry's value. ``on_invalid``: an example with no
     response token or a non-finite gradient stops the run (``error``) or is stored as a zero row
     marked skipped (``skip``).
+
+    Two seeds, each its own random stream: ``projector_seed`` draws the projection (TRAK keeps
+    it apart too), ``adapter_seed`` the fresh LoRA's initial weights when there is no
+    checkpoint. Neither is the selection's seed, so selecting again with another seed reuses
+    the features.
     """
 
     gradient: GradientKind = "sgd"
     projector: str = "sjlt"
     dim: int = 8192
-    seed: int = 0
+    projector_seed: int = 0
+    adapter_seed: int = 0
     dtype: Literal["float32", "float16"] = "float32"
     batch_size: int = 16
     template: Template = "auto"
@@ -87,16 +93,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise ParamError(f"--shard {text}: need 0 <= i < n")
     return index, count
-
-
-def with_adapter(model: Any, adapter: LoraSpec | str | Path | None, *, seed: int = 0) -> Any:
-    """``model`` with a fresh LoRA (a :class:`LoraSpec`), a saved adapter (a checkpoint path), or
-    unchanged (``None``: gradients over the parameters already marked trainable)."""
-    if adapter is None:
-        return model
-    if isinstance(adapter, LoraSpec):
-        return attach_lora(model, adapter, seed=seed)
-    return load_adapter(model, adapter)
 
 
 def tokenize_pool(
@@ -157,7 +153,7 @@ def feature_key(
         "truncation": config.truncation,
         "loss": "mean cross-entropy over response tokens",
         "gradient": transform.describe(),
-        "projector": {"kind": config.projector, "seed": config.seed, "dim": config.dim},
+        "projector": {"kind": config.projector, "seed": config.projector_seed, "dim": config.dim},
         "dtype": config.dtype,
     }
     if transform.kind == "adam":
@@ -183,12 +179,8 @@ class Featurizer:
         moments: Any = None,
         checkpoint: dict[str, Any] | None = None,
         param_names: list[str] | None = None,
-        host: Host | None = None,
+        host: Services,
     ) -> None:
-        if host is None:
-            from selectkit.host import get_host
-
-            host = get_host()
         self.loaded = loaded
         self.config = config
         self.store = store or FeatureStore()
@@ -207,7 +199,7 @@ class Featurizer:
         self.transform = self.transform.to(self.grads.device)
         projector_cls = host.projector(config.projector)
         self.projector = projector_cls(
-            self.grads.dim, config.dim, config.seed, device=self.grads.device
+            self.grads.dim, config.dim, config.projector_seed, device=self.grads.device
         )
 
     def describe(self, pool: Pool) -> dict[str, Any]:
@@ -346,20 +338,21 @@ def featurize(
     shard: tuple[int, int] = (0, 1),
     model_options: ModelOptions | None = None,
     progress: bool = True,
-    host: Host | None = None,
+    host: Services,
 ) -> list[FeatureSet]:
     """Features of ``pool`` under each checkpoint's adapter (one store entry per checkpoint).
 
     ``checkpoints`` are adapter checkpoint folders or warmup run folders (all of whose
     ``checkpoint-*`` folders are used, in step order). Without ``checkpoints`` the model gets
-    a fresh LoRA adapter from ``lora`` (seeded by ``config.seed``), or, with ``param_names``,
-    gradients over those base parameters instead (``lora=None`` and no names: over whatever is
-    trainable already). ``adam`` features need checkpoints whose optimizer state holds the Adam
-    moments. Adapters attached here are removed again afterwards, so ``model`` ends as it
-    started. An identical run (same pool, model, adapter, settings and shard) that is writing
-    these features now is refused before the model loads (:meth:`FeatureStore.claim_request`).
+    a fresh LoRA adapter from ``lora`` (seeded by ``config.adapter_seed``), or, with
+    ``param_names``, gradients over those base parameters instead (``lora=None`` and no
+    names: over whatever is trainable already). ``adam`` features need checkpoints whose
+    optimizer state holds the Adam moments. Adapters attached here are removed again
+    afterwards, so ``model`` ends as it started. An identical run (same pool, model, adapter,
+    settings and shard) that is writing these features now is refused before the model loads
+    (:meth:`FeatureStore.claim_request`).
     """
-    from selectkit.models.loading import ModelOptions, load_model
+    from selectkit.models.loading import ModelOptions
     from selectkit.train.checkpoints import find_checkpoints
 
     if len(pool) == 0:
@@ -384,22 +377,17 @@ def featurize(
     # Refuses an identical run that is writing these features now, before anything loads.
     with store.claim_request(request, shard) as claim:
         if isinstance(model, str):
-            model = load_model(model, model_options or ModelOptions(), host=host)
+            model = host.load_model(model, model_options or ModelOptions())
         tokens = tokenize_pool(pool, model.tokenizer, config)
         options = {"shard": shard, "progress": progress, "tokens": tokens}
         if found:
             results = _featurize_checkpoints(pool, model, found, config, store, host, options)
         else:
-            base = model.model
-            model.model = with_adapter(base, adapter, seed=config.seed)
-            try:
+            with model.adapted(adapter, seed=config.adapter_seed) as adapted:
                 featurizer = Featurizer(
-                    model, config, store=store, param_names=param_names, host=host
+                    adapted, config, store=store, param_names=param_names, host=host
                 )
                 results = [featurizer.run(pool, **options)]
-            finally:
-                if adapter is not None:
-                    model.model = model.model.unload()
         claim.record([entry.id for entry in results])
     return results
 
@@ -410,20 +398,18 @@ def _featurize_checkpoints(
     found: list[Checkpoint],
     config: FeaturizeConfig,
     store: FeatureStore,
-    host: Host | None,
+    host: Services,
     options: dict[str, Any],
 ) -> list[FeatureSet]:
     """One entry per checkpoint, its adapter attached to ``model`` and removed again."""
     from selectkit.train.checkpoints import adam_moments
 
     results = []
-    base = model.model
     for checkpoint in found:
-        model.model = with_adapter(base, checkpoint.path)
-        try:
-            moments = adam_moments(checkpoint, model.model) if config.gradient == "adam" else None
+        with model.adapted(checkpoint.path) as adapted:
+            moments = adam_moments(checkpoint, adapted.model) if config.gradient == "adam" else None
             featurizer = Featurizer(
-                model,
+                adapted,
                 config,
                 store=store,
                 moments=moments,
@@ -431,8 +417,6 @@ def _featurize_checkpoints(
                 host=host,
             )
             results.append(featurizer.run(pool, **options))
-        finally:
-            base = model.model = model.model.unload()
     return results
 
 

@@ -29,16 +29,16 @@ from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_po
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.features.gradient_types import GradientKind
 from selectkit.features.projectors import GEN_BLOCK
-from selectkit.features.store import FeatureSet, FeatureStore, default_root
+from selectkit.features.store import FeatureSet, FeatureStore
 from selectkit.models.loading import DType
 from selectkit.models.lora import LoraSpec
 from selectkit.resources import check_memory
+from selectkit.seeds import SEED_MAX
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool, Record
-    from selectkit.host import Host
-    from selectkit.methods import Context
-    from selectkit.models.loading import LoadedModel
+    from selectkit.methods import Context, Services
+    from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.train.checkpoints import Checkpoint
 
 StoreDType = Literal["float32", "float16"]
@@ -92,8 +92,15 @@ class ModelParams:
     warmup_runs: int = field(
         default=1,
         metadata=_help(
-            "independent warmups (seeds seed, seed+1, ...), each on its own random subset; "
-            "the checkpoints of all of them are used (TRAK's ensemble of models)"
+            "independent warmups (seeds warmup_seed, warmup_seed+1, ...), each on its own "
+            "random subset; the checkpoints of all of them are used (TRAK's ensemble of models)"
+        ),
+    )
+    warmup_seed: int = field(
+        default=0,
+        metadata=_help(
+            "seed of the warmup's subset, LoRA initialisation and data order; not the "
+            "selection's --seed, so selecting again with another seed reuses the warmup"
         ),
     )
     lora_r: int = field(default=8, metadata=_help("rank of the warmup LoRA adapter"))
@@ -106,10 +113,6 @@ class ModelParams:
     max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     model_dtype: DType = field(default="float32", metadata=_help("dtype of the model's weights"))
-    cache_dir: str = field(
-        default="",
-        metadata=_help("feature store folder, warmups beside it (default: SELECTKIT_CACHE_DIR)"),
-    )
 
     def __post_init__(self) -> None:
         _refuse_first(
@@ -138,6 +141,11 @@ class ModelParams:
                     f"warmup_batch_size must be >= 1, got {self.warmup_batch_size}",
                 ),
                 (self.warmup_runs >= 1, f"warmup_runs must be at least 1, got {self.warmup_runs}"),
+                (
+                    self.warmup_seed >= 0 and self.warmup_seed + self.warmup_runs - 1 <= SEED_MAX,
+                    f"warmup_seed must be in 0..{SEED_MAX - self.warmup_runs + 1} (one seed per "
+                    f"warmup run), got {self.warmup_seed}",
+                ),
                 (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}"),
                 (
                     _positive(self.lora_alpha),
@@ -166,10 +174,6 @@ class ModelParams:
                     not self.checkpoints or bool(checkpoint_folders(self.checkpoints)),
                     f"checkpoints must list folders, got '{self.checkpoints}'",
                 ),
-                (
-                    not self.cache_dir or not Path(self.cache_dir).expanduser().is_file(),
-                    f"cache_dir {self.cache_dir} is a file; give a folder",
-                ),
             ]
         )
 
@@ -195,6 +199,13 @@ class GradientParams(ModelParams):
         default="sjlt", metadata=_help("random projector (sjlt, rademacher, traker)")
     )
     dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
+    projection_seed: int = field(
+        default=0,
+        metadata=_help(
+            "seed of the random projection; not the selection's --seed, so selecting again "
+            "with another seed reuses the features"
+        ),
+    )
     store_dtype: StoreDType = field(default="float32", metadata=_help("dtype of stored rows"))
 
     def __post_init__(self) -> None:
@@ -203,6 +214,10 @@ class GradientParams(ModelParams):
             [
                 (bool(self.projector.strip()), "projector must name a projector, e.g. sjlt"),
                 (self.dim >= 1, f"dim must be >= 1, got {self.dim}"),
+                (
+                    0 <= self.projection_seed <= SEED_MAX,
+                    f"projection_seed must be in 0..{SEED_MAX}, got {self.projection_seed}",
+                ),
                 (
                     self.store_dtype in get_args(StoreDType),
                     f"store_dtype must be one of {list(get_args(StoreDType))}, got "
@@ -226,18 +241,17 @@ class GradientPipeline:
     checked before the model loads (the device, the projector, given checkpoints, every record
     under the model's tokenizer, where a warmup would be written)."""
 
-    def __init__(self, params: ModelParams, context: Context, host: Host | None = None):
+    def __init__(self, params: ModelParams, context: Context):
         self.params = params
         self.context = context
-        self.host = host
-        self.store = FeatureStore(params.cache_dir or None)
+        self.host = context.host
+        self.store = FeatureStore(context.store_root)
         self._checked: tuple[Sequence[Record], ...] = ()
         self._given: list[Checkpoint] | None = None
 
     @cached_property
     def loaded(self) -> LoadedModel:
-        p = self.params
-        loaded = _load_model(p.model, p.device, p.model_dtype, self.host)
+        loaded = self.host.shared_model(self.params.model, self._model_options())
         early = self.__dict__.get("tokenizer")
         if (
             self._checked
@@ -256,12 +270,16 @@ class GradientPipeline:
         """The model's tokenizer, read without the weights when that is cheap and offline
         (tiny models, smollm2, local folders), so records are checked before the model loads;
         otherwise (hub names, models only a plugin knows) it comes with the model."""
-        p = self.params
-        cached = _cached_model(p.model, p.device, p.model_dtype, self.host)
+        cached = self.host.shared_model_if_loaded(self.params.model, self._model_options())
         if cached is not None:
             return cached.tokenizer
-        early = _tokenizer_before_weights(p.model, self.host)
+        early = _tokenizer_before_weights(self.params.model, self.host)
         return early if early is not None else self.loaded.tokenizer
+
+    def _model_options(self) -> ModelOptions:
+        from selectkit.models.loading import ModelOptions
+
+        return ModelOptions(device=self.params.device, dtype=self.params.model_dtype)
 
     def check(
         self, *pools: Sequence[Record], gradient: GradientKind = "sgd", checkpoints: bool = True
@@ -280,9 +298,7 @@ class GradientPipeline:
                 raise ParamError("a pool or target set is empty: there is nothing to score")
         resolve_device(p.device)
         if isinstance(p, GradientParams):
-            from selectkit.host import get_host
-
-            (self.host if self.host is not None else get_host()).projector(p.projector)
+            self.host.projector(p.projector)
             rows = min(p.batch_size, max((len(pool) for pool in pools), default=0))
             check_memory(  # a block of projected rows, as float32, three copies while written
                 3 * rows * p.dim * 4,
@@ -350,7 +366,7 @@ class GradientPipeline:
         if self.params.checkpoints:
             found = self._given if self._given is not None else self._read_given("sgd")
         else:
-            seed = self.context.seed
+            seed = self.params.warmup_seed
             runs = range(seed, seed + self.params.warmup_runs)
             found = [c for run_seed in runs for c in self._warmup(pool, run_seed)]
         if found and all(c.learning_rate == 0 for c in found):
@@ -407,7 +423,7 @@ class GradientPipeline:
             )
 
     def _warmup_root(self) -> Path:
-        root = Path(self.params.cache_dir).expanduser() if self.params.cache_dir else default_root()
+        root = self.store.root
         return root.parent / "warmup" if root.name == "features" else root / "warmup"
 
     def features(
@@ -423,7 +439,7 @@ class GradientPipeline:
             gradient=gradient,
             projector=p.projector,
             dim=p.dim,
-            seed=self.context.seed,
+            projector_seed=p.projection_seed,
             dtype=p.store_dtype,
             batch_size=p.batch_size,
             max_length=p.max_length,
@@ -487,13 +503,13 @@ def _check_creatable(root: Path) -> None:
     does not exist, no cached warmup can be read from it either."""
     if root.exists():
         if not root.is_dir():
-            raise StoreError(f"the warmup cache {root} is a file; give cache_dir= a folder")
+            raise StoreError(f"the warmup cache {root} is a file; give --cache-dir a folder")
         return
     parent = next(p for p in root.parents if p.exists())
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise StoreError(
             f"the warmup cache {root} does not exist and cannot be made ({parent} is not a "
-            "writable folder); give a writable cache_dir= (or SELECTKIT_CACHE_DIR), or pass "
+            "writable folder); give a writable --cache-dir (or SELECTKIT_CACHE_DIR), or pass "
             "checkpoints= from an earlier warmup"
         )
 
@@ -501,38 +517,17 @@ def _check_creatable(root: Path) -> None:
 def _not_writable(root: Path, exc: OSError) -> StoreError:
     return StoreError(
         f"the warmup this run needs is not in the cache {root}, and it cannot be written there "
-        f"({exc.strerror or exc}); give a writable cache_dir= (or SELECTKIT_CACHE_DIR), or "
+        f"({exc.strerror or exc}); give a writable --cache-dir (or SELECTKIT_CACHE_DIR), or "
         "pass checkpoints= from an earlier warmup"
     )
 
 
-_MODEL: dict[tuple[str, str, str, Any], LoadedModel] = {}
-
-
-def _load_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel:
-    """The model of the last gradient method run in this process, kept for the next one: a
-    notebook or the demo comparing methods loads it once. Methods leave it as they found it
-    (adapters are removed after use; warmup and fine-tuning train copies)."""
-    from selectkit.models.loading import ModelOptions, load_model
-
-    key = (spec, device, dtype, host)
-    if key not in _MODEL:
-        _MODEL.clear()  # one model at a time: free the last before loading the next
-        options = ModelOptions(device=device, dtype=dtype)  # type: ignore[arg-type]
-        _MODEL[key] = load_model(spec, options, host=host)
-    return _MODEL[key]
-
-
-def _cached_model(spec: str, device: str, dtype: str, host: Host | None) -> LoadedModel | None:
-    return _MODEL.get((spec, device, dtype, host))
-
-
-def _tokenizer_before_weights(spec: str, host: Host | None) -> Any | None:
+def _tokenizer_before_weights(spec: str, host: Services) -> Any | None:
     """The tokenizer model ``spec`` comes with, without its weights, for the built-in specs
     whose tokenizer is cheap and offline to read: tiny models (the byte tokenizer), smollm2
     and local folders. ``None`` for hub names (the network is asked once, with the model) and
     for specs only a plugin knows; the tokenizer then comes with the model."""
-    from selectkit.data.tokenizers import SMOLLM2, load_tokenizer
+    from selectkit.data.tokenizers import SMOLLM2
 
     try:
         if spec.startswith("tiny-"):
@@ -541,7 +536,7 @@ def _tokenizer_before_weights(spec: str, host: Host | None) -> Any | None:
             TinySpec.parse(spec)
             return byte_tokenizer()
         if spec == SMOLLM2 or Path(spec).expanduser().is_dir():
-            return load_tokenizer(spec, host=host)
+            return host.load_tokenizer(spec)
     except ParamError:
         return None  # let the model loader say what is wrong with the spec
     return None

@@ -1,5 +1,6 @@
 """The built-in ``selectkit_load_model`` hook: tiny models, the bundled SmolLM2, local paths and
-hub names; and :func:`load_model`, which asks the plugins and places the model on its device.
+hub names; :class:`LoadedModel`, which nobody changes in place (adapters are attached only
+inside :meth:`LoadedModel.adapted`). :meth:`selectkit.host.Host.load_model` asks the plugins.
 
 The names selectkit ships (``smollm2``, ``tiny-llama[:k=v,...]``, ``tiny-gpt2[:...]``) are
 reserved: only first-party plugins are asked for them, so no plugin can answer another model
@@ -11,7 +12,9 @@ transformers and torch are imported inside functions so that the CLI starts fast
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,12 +26,12 @@ from selectkit.data.tokenizers import (
     smollm2_directory,
 )
 from selectkit.errors import ParamError
-from selectkit.hookspecs import hookimpl
+from selectkit.markers import hookimpl
 
 if TYPE_CHECKING:
     import torch
 
-    from selectkit.host import Host
+    from selectkit.models.lora import LoraSpec
 
 DTYPES = ("float32", "bfloat16", "float16")
 #: The tiny random models built in (``tiny-llama:layers=4`` adds settings).
@@ -50,13 +53,41 @@ class ModelOptions:
             raise ParamError(f"dtype must be one of {DTYPES}, not '{self.dtype}'")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
-    """A causal LM, its tokenizer, and the spec it was loaded from."""
+    """A causal LM, its tokenizer, and the spec it was loaded from.
+
+    Frozen, because one loaded model serves every method of a session
+    (:meth:`~selectkit.host.Host.shared_model`): a method that needs an adapter takes it
+    through :meth:`adapted`, which always leaves the model as it found it."""
 
     model: Any
     tokenizer: Any
     spec: str
+
+    @contextlib.contextmanager
+    def adapted(
+        self, adapter: LoraSpec | str | Path | None, *, seed: int = 0
+    ) -> Iterator[LoadedModel]:
+        """This model with ``adapter`` attached for the ``with`` block: a fresh LoRA (a
+        :class:`~selectkit.models.lora.LoraSpec`, its A matrices drawn from ``seed``), a saved
+        adapter (a checkpoint folder), or none (``None``: the model as it is). The adapter
+        comes off however the block ends."""
+        if adapter is None:
+            yield self
+            return
+        from selectkit.models.lora import attach_lora, load_adapter, remove_adapter
+
+        if hasattr(self.model, "peft_config"):
+            raise RuntimeError(f"model '{self.spec}' already has an adapter attached")
+        if isinstance(adapter, str | Path):
+            wrapped = load_adapter(self.model, adapter)
+        else:
+            wrapped = attach_lora(self.model, adapter, seed=seed)
+        try:
+            yield replace(self, model=wrapped)
+        finally:
+            remove_adapter(wrapped, self.model)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,24 +189,16 @@ def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None
     return LoadedModel(model, tokenizer, spec)
 
 
-def load_model(
-    spec: str, options: ModelOptions = ModelOptions(), *, host: Host | None = None
-) -> LoadedModel:
-    """Ask the plugins for model ``spec`` and move it to ``options.device``, in eval mode."""
-    if host is None:
-        from selectkit.host import get_host
+def unknown_model(spec: str) -> ParamError:
+    """The error for a model spec no plugin knows."""
+    return ParamError(
+        f"no model '{spec}': not an existing path, not a hub name, and no plugin knows it "
+        f"(built-in names: {SMOLLM2}, {', '.join(TINY_MODELS)})"
+    )
 
-        host = get_host()
-    device = resolve_device(options.device)
-    if is_reserved_model(spec):
-        loaded = host.first_party_hook("selectkit_load_model")(spec=spec, options=options)
-    else:
-        loaded = host.hook.selectkit_load_model(spec=spec, options=options)
-    if loaded is None:
-        raise ParamError(
-            f"no model '{spec}': not an existing path, not a hub name, and no plugin knows it "
-            f"(built-in names: {SMOLLM2}, {', '.join(TINY_MODELS)})"
-        )
+
+def prepared(loaded: LoadedModel, device: torch.device) -> LoadedModel:
+    """A loader's model on ``device``, in eval mode, its tokenizer with a padding token."""
     loaded.model.to(device).eval()
     if loaded.tokenizer.pad_token_id is None:
         loaded.tokenizer.pad_token = loaded.tokenizer.eos_token

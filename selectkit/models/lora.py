@@ -159,3 +159,12 @@ def _remove_adapter_layers(model: Any) -> None:
             setattr(parent, child, module.get_base_layer())
     if hasattr(model, "peft_config"):
         del model.peft_config
+
+
+def remove_adapter(wrapped: Any, base: Any) -> None:
+    """Take the adapter off ``wrapped`` (a PEFT model around ``base``), leaving ``base`` the
+    model it was before the adapter went on."""
+    restored = wrapped.unload()
+    if restored is not base:
+        raise RuntimeError("removing the adapter gave another model than the one it wrapped")
+    _remove_adapter_layers(base)

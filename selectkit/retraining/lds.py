@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.manifest import jsonable
 from selectkit.retraining.runs import RetrainRuns
+
+if TYPE_CHECKING:
+    from selectkit.methods import Context, Method
 
 #: Spearman needs a ranking; with fewer models there is none worth reporting.
 MIN_MODELS = 3
@@ -235,37 +238,25 @@ def _same_folder(a: str | Path, b: Path) -> bool:
 
 
 def evaluate_lds(
-    method: Any,
+    method: Method,
     pool: Pool,
     target: Pool,
     runs: RetrainRuns,
+    context: Context,
     *,
-    params: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    progress: bool = False,
-    host: Any = None,
     models: Sequence[int] | np.ndarray | None = None,
 ) -> LdsResult:
-    """Attribute ``pool`` to ``target`` with ``method`` (a registered name with ``params``, or a
-    configured :class:`~selectkit.methods.Method`) and score it on ``runs``.
+    """Attribute ``pool`` to ``target`` with the configured ``method`` in ``context`` and score
+    it on ``runs`` (:func:`selectkit.api.evaluate_lds` takes a method by name).
 
     Checked before the method runs: the pool and target are the run's, the run has enough
     usable models, and the method was not fitted on these very runs (a ``runs`` parameter
     naming the same folder): LDS needs models the method has not seen. A method without
     per-example attribution raises its own ParamError.
     """
-    from selectkit.host import get_host
-    from selectkit.methods import Context, Method
-    from selectkit.params import build_params, params_to_dict
+    from selectkit.params import params_to_dict
 
-    host = host or get_host()
-    if isinstance(method, Method):
-        if params:
-            raise ParamError("pass params either in the Method instance or as params, not both")
-        method_obj = method
-    else:
-        method_cls = host.method(method)
-        method_obj = method_cls(build_params(method_cls.Params, params or {}, f"method '{method}'"))
+    method_obj = method
     runs.check_matches(pool, target)
     fitted_on = getattr(method_obj.params, "runs", None)
     if fitted_on and _same_folder(fitted_on, runs.path):
@@ -276,7 +267,7 @@ def evaluate_lds(
         )
     _outcomes(runs, models)
     started = time.perf_counter()
-    attribution = method_obj.attribute(pool, target, Context(seed=seed, progress=progress))
+    attribution = method_obj.attribute(pool, target, context)
     seconds = time.perf_counter() - started
     values = check_attribution(attribution, runs, owner=f"method '{method_obj.name}' attribution")
     result = linear_datamodeling_score(values, runs, models)

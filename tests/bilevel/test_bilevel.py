@@ -11,12 +11,13 @@ import torch
 from click.testing import CliRunner
 
 import selectkit
+from selectkit.api import load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features.fingerprints import tensors_digest
 from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.output import write_selection
 
@@ -38,7 +39,9 @@ def _family_means(pool, values) -> dict[str, float]:
 
 def test_the_target_family_gets_the_largest_weights(targeted, params, tmp_path):
     pool, target = targeted
-    loaded = GradientPipeline(GradientParams(model=params["model"]), Context()).loaded
+    loaded = GradientPipeline(
+        GradientParams(model=params["model"]), Context(host=get_host())
+    ).loaded
     digest = tensors_digest(loaded.model.named_parameters())
     states = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
 
@@ -128,7 +131,7 @@ def test_the_command_line_gives_the_same_weights_bit_for_bit(params, group_level
 
 
 def test_a_group_level_selection_trains_on_its_groups_by_weight(targeted, group_level, tmp_path):
-    from selectkit.models.loading import load_model
+    from selectkit.api import load_model
     from selectkit.train.finetune import FinetuneConfig, finetune_selection
 
     pool, _ = targeted

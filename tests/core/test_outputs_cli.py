@@ -108,7 +108,7 @@ def test_a_solver_that_picks_nothing_is_refused(work):
     """longest scores every record positively, but a knapsack over negative scores (here:
     scores negated by a method of the test) takes nothing; the check runs after solving."""
     from selectkit import Host, Method, Scores, hookimpl, select
-    from selectkit.data.load import load_pool
+    from selectkit.api import load_pool
     from selectkit.errors import BudgetError
 
     class Negative(Method):

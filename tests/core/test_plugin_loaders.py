@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from selectkit import Host, hookimpl
+from selectkit.api import load_model
 from selectkit.data import tokenizers
 from selectkit.errors import ParamError
-from selectkit.models.loading import LoadedModel, ModelOptions, load_model
+from selectkit.models.loading import LoadedModel, ModelOptions
 
 # What transformers raises for a repository with its own code, loaded without permission.
 REMOTE_CODE = (
@@ -59,7 +60,7 @@ def test_a_plugin_cannot_answer_the_built_in_model_names(host, spec):
 
 def test_smollm2_is_never_a_plugin_s(host, monkeypatch):
     monkeypatch.setattr(tokenizers, "_smollm2", lambda: "the bundled tokenizer")
-    assert tokenizers.load_tokenizer("smollm2", host=host) == "the bundled tokenizer"
+    assert host.load_tokenizer("smollm2") == "the bundled tokenizer"
     from selectkit.models import loading
 
     seen = []
@@ -78,7 +79,7 @@ def test_smollm2_is_never_a_plugin_s(host, monkeypatch):
 def test_plugins_are_asked_before_the_local_and_hub_fallbacks(host, tmp_path):
     for spec in ("my-registry://model-7", str(tmp_path), "org/model"):
         assert load_model(spec, ModelOptions(device="cpu"), host=host).spec == f"impostor:{spec}"
-        assert tokenizers.load_tokenizer(spec, host=host) == f"impostor tokenizer for {spec}"
+        assert host.load_tokenizer(spec) == f"impostor tokenizer for {spec}"
 
 
 def test_unknown_specs_still_say_what_is_known():
@@ -86,7 +87,7 @@ def test_unknown_specs_still_say_what_is_known():
     with pytest.raises(ParamError, match=r"no model '\./nowhere'.*tiny-llama, tiny-gpt2"):
         load_model("./nowhere", ModelOptions(device="cpu"), host=host)
     with pytest.raises(ParamError, match=r"no tokenizer '\./nowhere'.*smollm2"):
-        tokenizers.load_tokenizer("./nowhere", host=host)
+        host.load_tokenizer("./nowhere")
 
 
 def test_a_blocked_loader_leaves_the_reserved_names_to_nobody():
@@ -114,12 +115,12 @@ def test_remote_code_refusal_names_the_cli_flag_and_the_python_argument(tmp_path
     _refuse_remote_code(monkeypatch, "AutoModelForCausalLM")
     host = Host(entry_points=False)
     with pytest.raises(ParamError) as info:
-        tokenizers.load_tokenizer(str(tmp_path), host=host)
+        host.load_tokenizer(str(tmp_path))
     message = str(info.value)
     assert f"tokenizer '{tmp_path}' from local path {tmp_path} needs to run its own" in message
     assert "--trust-remote-code" in message and "trust_remote_code=True" in message
     assert "\n" not in message
-    assert tokenizers.load_tokenizer(str(tmp_path), trust_remote_code=True, host=host)
+    assert host.load_tokenizer(str(tmp_path), trust_remote_code=True)
     with pytest.raises(ParamError) as info:
         load_model("org/custom-model", ModelOptions(device="cpu"), host=host)
     message = str(info.value)

@@ -8,8 +8,8 @@ import click
 import pytest
 
 from selectkit import Host, hookimpl
+from selectkit.api import load_pool
 from selectkit.data.formats import RawRow
-from selectkit.data.load import load_pool
 from selectkit.tracing import TRACE_WIDTH, brief
 
 

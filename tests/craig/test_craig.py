@@ -49,7 +49,7 @@ def test_python_select_with_required_record_and_cosine(targeted, gradient_params
 
 def test_token_budget_fails_before_any_work(targeted, tmp_path):
     pool, _ = targeted
-    params = {"model": "no-such-model", "cache_dir": str(tmp_path)}
+    params = {"model": "no-such-model"}
     with pytest.raises(ParamError, match="count budget"):
         selectkit.select(pool, "craig", "2000tok", params=params)
     assert not any(tmp_path.iterdir())

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from selectkit import hookimpl
+from selectkit.api import load_pool, load_records_from_list
 from selectkit.data.formats import LoadOptions, RawRow
-from selectkit.data.load import hash_path, load_pool, load_records_from_list
+from selectkit.data.load import hash_path
 from selectkit.errors import FormatError, ParamError, RecordError
-from selectkit.hookspecs import hookimpl
 from selectkit.host import reset_host
 
 FORMATS = ["jsonl", "json", "csv", "tsv", "parquet", "hf"]

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from selectkit.data.load import load_pool
+from selectkit.api import load_pool
 
 PILE_DOMAINS = {
     "Pile-CC": 200,

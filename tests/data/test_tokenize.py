@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from selectkit.data.load import load_pool
+from selectkit import hookimpl
+from selectkit.api import load_pool
 from selectkit.data.pool import Record
 from selectkit.data.tokenize import count_tokens, tokenize_many, tokenize_record
 from selectkit.errors import ParamError, RecordError
-from selectkit.hookspecs import hookimpl
 
 QA = Record(id="0", prompt="what is two plus two", response="two plus two is four")
 RAW = Record(id="1", prompt="", response="the cat sat on the mat")

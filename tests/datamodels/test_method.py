@@ -11,13 +11,14 @@ from selectkit_datamodels.method import Datamodels, DatamodelsParams
 from selectkit_datamodels.regression import fit_datamodels
 
 from selectkit import select
+from selectkit.api import evaluate_lds, load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
+from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.models.tiny import tiny_model
-from selectkit.retraining import RetrainConfig, evaluate_lds, retrain
+from selectkit.retraining import RetrainConfig, retrain
 from selectkit.train.finetune import FinetuneConfig
 
 FAMILIES = ["reverse", "units", "acronym", "sorting"]
@@ -40,7 +41,7 @@ def fitted_runs(tmp_path_factory):
 def test_regression_estimator_is_the_negated_ridge_fit(fitted_runs):
     pool, target, runs, _ = fitted_runs
     method = Datamodels(DatamodelsParams(estimator="regression", runs=str(runs.path)))
-    attribution = method.attribute(pool, target, Context())
+    attribution = method.attribute(pool, target, Context(host=get_host()))
     expected = fit_datamodels(runs.masks[runs.done], runs.outcomes[runs.done])
     np.testing.assert_array_equal(attribution, -expected.weights)
     selection = select(pool, method, 5, target=target)
@@ -71,11 +72,13 @@ def test_parameters_are_checked_before_any_work():
 def test_trak_estimator_is_trak_attribution(targeted, gradient_params):
     pool, target = targeted
     attribution = Datamodels(DatamodelsParams(**gradient_params)).attribute(
-        pool, target, Context(seed=0)
+        pool, target, Context(host=get_host(), seed=0)
     )
     from selectkit_trak.method import Trak, TrakParams
 
-    trak = Trak(TrakParams(**gradient_params)).attribute(pool, target, Context(seed=0))
+    trak = Trak(TrakParams(**gradient_params)).attribute(
+        pool, target, Context(host=get_host(), seed=0)
+    )
     np.testing.assert_array_equal(attribution, trak)
 
 

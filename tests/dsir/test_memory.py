@@ -9,9 +9,10 @@ from selectkit_dsir import engine
 from selectkit_dsir.method import DSIR, DSIRParams
 
 from selectkit import resources
+from selectkit.api import load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.errors import ParamError
+from selectkit.host import get_host
 from selectkit.methods import Context
 
 
@@ -34,9 +35,9 @@ def test_worker_processes_count_toward_the_memory(eight_gib, monkeypatch):
     pool = load_records_from_list([{"text": "a b c " * 50}] * 4)
     monkeypatch.setattr(engine, "MIN_PARALLEL_CHARS", 1)
     with pytest.raises(ParamError, match=r"with 8 worker processes\) needs .* or fewer processes"):
-        DSIR(params).objective(pool, pool, Context(n_jobs=8))
+        DSIR(params).objective(pool, pool, Context(host=get_host(), n_jobs=8))
     with pytest.raises(ParamError, match="n_jobs must be 0"):
-        DSIR(params).objective(pool, pool, Context(n_jobs=-5))
+        DSIR(params).objective(pool, pool, Context(host=get_host(), n_jobs=-5))
 
 
 def test_the_command_line_refuses_absurd_buckets_in_one_line(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from selectkit_dsir import DSIR, DSIRParams
 
 from selectkit.data.pool import Pool, Record
 from selectkit.errors import ParamError
+from selectkit.host import get_host
 from selectkit.methods import Context, Method
 from selectkit.params import build_params, describe_params
 from selectkit.solvers.objectives import LogWeights
@@ -55,7 +56,7 @@ def test_objective_is_log_weights_with_sample_flag() -> None:
     target = _pool(["def g(y): return y * 2", "def h(x): return g(x)"])
     for sample in (True, False):
         params = DSIRParams(num_buckets=256, smoothing=0.1, sample=sample)
-        objective = DSIR(params).objective(pool, target, Context(n_jobs=1))
+        objective = DSIR(params).objective(pool, target, Context(host=get_host(), n_jobs=1))
         assert isinstance(objective, LogWeights)
         assert objective.sample is sample and len(objective) == 3
         assert objective.values[0] > objective.values[1]
@@ -64,11 +65,11 @@ def test_objective_is_log_weights_with_sample_flag() -> None:
 def test_needs_a_target() -> None:
     pool = _pool(["a b c"])
     with pytest.raises(ParamError, match="target"):
-        DSIR().objective(pool, None, Context())
+        DSIR().objective(pool, None, Context(host=get_host()))
     with pytest.raises(ParamError, match="target"):
-        DSIR().objective(pool, _pool([]), Context())
+        DSIR().objective(pool, _pool([]), Context(host=get_host()))
     with pytest.raises(ParamError, match="no word tokens"):
-        DSIR().objective(pool, _pool(["   "]), Context())
+        DSIR().objective(pool, _pool(["   "]), Context(host=get_host()))
 
 
 def test_pile_github_target_selects_github(pile_rows: list[tuple[str, str]]) -> None:
@@ -83,7 +84,9 @@ def test_pile_github_target_selects_github(pile_rows: list[tuple[str, str]]) -> 
     target_texts, rest = _github_split(pile_rows)
     target = _pool(target_texts)
     pool = _pool([text for _, text in rest], [domain for domain, _ in rest])
-    objective = DSIR(DSIRParams(sample=False)).objective(pool, target, Context(n_jobs=0))
+    objective = DSIR(DSIRParams(sample=False)).objective(
+        pool, target, Context(host=get_host(), n_jobs=0)
+    )
     k = len(pool) // 10
     top = np.argsort(-objective.values, kind="stable")[:k]
     groups = np.array(pool.groups)
@@ -122,7 +125,11 @@ def test_reference_hashing_reproduces_the_reference_choice(
     dsir.compute_importance_weights()
     expected = np.load(tmp_path / "cache" / "log_importance_weights" / "0.npy")
     params = DSIRParams(hashing="reference", smoothing=0.0, sample=False)
-    got = DSIR(params).objective(_pool(texts), _pool(target_texts), Context(n_jobs=1)).values
+    got = (
+        DSIR(params)
+        .objective(_pool(texts), _pool(target_texts), Context(host=get_host(), n_jobs=1))
+        .values
+    )
     k = len(texts) // 10
     top = set(np.argsort(-got, kind="stable")[:k].tolist())
     ref_top = set(np.argsort(-expected, kind="stable")[:k].tolist())

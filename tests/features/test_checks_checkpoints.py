@@ -10,11 +10,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from selectkit.api import load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
-from selectkit.features import pipeline as pipeline_module
-from selectkit.models import loading
+from selectkit.host import Host
 from selectkit.models.lora import load_adapter
 from selectkit.models.tiny import tiny_model
 from selectkit.train.checkpoints import adam_moments, find_checkpoints, read_checkpoint
@@ -48,8 +47,7 @@ def nothing_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the checkpoint was checked")
 
-    monkeypatch.setattr(pipeline_module, "_load_model", refuse)
-    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(Host, "load_model", refuse)
 
 
 def _one_error(result) -> str:
@@ -109,7 +107,7 @@ def test_a_damaged_optimizer_state_is_refused_before_adam_features(content, work
         *("-p", "dim=8"),
     ]
     with monkeypatch.context() as patched:
-        patched.setattr(pipeline_module, "_load_model", lambda *a: pytest.fail("model loaded"))
+        patched.setattr(Host, "load_model", lambda *a: pytest.fail("model loaded"))
         line = _one_error(CliRunner().invoke(cli, command))
     assert "optimizer.pt is damaged" in line and "weights_only" in line
     # featurize finds it after loading the model, still as one clear line

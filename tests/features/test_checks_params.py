@@ -12,9 +12,8 @@ from click.testing import CliRunner
 from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features import pipeline as pipeline_module
 from selectkit.features.pipeline import GradientParams, ModelParams
-from selectkit.models import loading
+from selectkit.host import Host
 
 BAD = [
     ("less", "lora_r=0", "lora_r must be >= 1"),
@@ -37,7 +36,6 @@ BAD = [
     ("less", "aggregate=median", "aggregate"),
     ("less", "checkpoints=,", "checkpoints must list folders"),
     ("tracin", "model= ", "model must name a model"),
-    ("grand", "cache_dir=pool.jsonl", "cache_dir pool.jsonl is a file"),
     ("el2n", "warmup_runs=0", "warmup_runs must be at least 1"),
     ("trak", "damping=-1", "damping must be a finite number >= 0"),
     ("datamodels", "damping=nan", "damping must be a finite number >= 0"),
@@ -58,8 +56,7 @@ def nothing_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the parameters were checked")
 
-    monkeypatch.setattr(pipeline_module, "_load_model", refuse)
-    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(Host, "load_model", refuse)
 
 
 @pytest.fixture
@@ -90,7 +87,7 @@ def test_a_value_that_cannot_work_is_refused_before_anything_loads(
     method, assignment, message, folder, nothing_loads
 ):
     cache = folder / "cache"
-    defaults = ["-p", "model=tiny-llama", "-p", f"cache_dir={cache}"]
+    defaults = ["-p", "model=tiny-llama", "--cache-dir", str(cache)]
     result = select("-m", method, *(defaults if method != "dsir" else []), "-p", assignment)
     assert message in _one_error(result)
     assert sorted(p.name for p in folder.iterdir()) == ["pool.jsonl", "target.jsonl"]

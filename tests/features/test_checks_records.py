@@ -11,16 +11,16 @@ import torch
 from click.testing import CliRunner
 
 from selectkit import host as host_module
+from selectkit.api import load_records_from_list
 from selectkit.cli import cli
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Record
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_many, tokenize_record
 from selectkit.errors import ParamError, RecordError
-from selectkit.features import pipeline as pipeline_module
 from selectkit.features.gradients import response_losses
 from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
+from selectkit.host import Host, get_host
 from selectkit.methods import Context
 from selectkit.models.tiny import byte_tokenizer
 
@@ -71,12 +71,13 @@ def test_the_pipeline_checks_records_before_the_model_loads(monkeypatch, tmp_pat
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not load before the records are checked")
 
-    monkeypatch.setattr(pipeline_module, "_load_model", no_model)
+    monkeypatch.setattr(Host, "load_model", no_model)
     cache = tmp_path / "cache" / "features"
-    params = GradientParams(model="tiny-llama", dim=16, cache_dir=str(cache))
-    pipeline = GradientPipeline(params, Context())
+    params = GradientParams(model="tiny-llama", dim=16)
+    context = Context(host=get_host(), store_root=cache)
+    pipeline = GradientPipeline(params, context)
     pipeline.check(_pool())  # the tokenizer alone, no weights
-    bad = GradientPipeline(_with_max_length(params, 1), Context())
+    bad = GradientPipeline(_with_max_length(params, 1), context)
     with pytest.raises(RecordError, match=r"truncated away.*\(and \d+ more records\)") as info:
         bad.check(_pool())
     assert str(info.value).startswith("<records>:1: ")  # a file's records name the file
@@ -103,9 +104,9 @@ def test_every_method_that_runs_the_model_checks_records_first(name, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError(f"{name} loaded the model before checking its records")
 
-    monkeypatch.setattr(pipeline_module, "_load_model", no_model)
+    monkeypatch.setattr(Host, "load_model", no_model)
     method_cls = host_module.get_host().method(name)
-    values = {"model": "tiny-llama", "cache_dir": str(tmp_path / "features")}
+    values = {"model": "tiny-llama"}
     if issubclass(method_cls.Params, GradientParams):
         values["dim"] = 16
     params = _with_max_length(method_cls.Params(**values), 1)
@@ -113,7 +114,7 @@ def test_every_method_that_runs_the_model_checks_records_first(name, monkeypatch
     pool = _pool()
     target = _pool() if METHODS[name].get("target") else None
     with pytest.raises((RecordError, ParamError), match="max_length"):
-        method_cls(params).objective(pool, target, Context(budget_records=2))
+        method_cls(params).objective(pool, target, Context(host=get_host(), budget_records=2))
     assert not any(tmp_path.iterdir())
 
 
@@ -155,7 +156,7 @@ def test_less_with_max_length_1_stops_before_any_work(tmp_path, monkeypatch):
                 "-q",
             ],
             *("-p", "model=tiny-llama", "-p", "max_length=1"),
-            *("-p", f"cache_dir={tmp_path / 'cache'}"),
+            *("--cache-dir", str(tmp_path / "cache")),
         ],
     )
     assert "max_length must be >= 2" in _one_error(result)

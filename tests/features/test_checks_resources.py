@@ -9,11 +9,11 @@ import pytest
 
 import selectkit
 from selectkit import resources
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features import pipeline as pipeline_module
 from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.host import Host, get_host
 from selectkit.methods import Context
 
 MIB = 1 << 20
@@ -46,7 +46,7 @@ def little_memory(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model loaded before the sizes were checked")
 
-    monkeypatch.setattr(pipeline_module, "_load_model", refuse)
+    monkeypatch.setattr(Host, "load_model", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,11 @@ def pool():
 def test_an_allocation_that_cannot_fit_is_refused_before_the_model_loads(
     method, params, message, pool, little_memory, tmp_path
 ):
-    params = {"model": "tiny-llama", "cache_dir": str(tmp_path / "features"), **params}
+    params = {"model": "tiny-llama", **params}
     with pytest.raises(ParamError, match="available") as info:
-        selectkit.select(pool, method, 10, target=pool, params=params)
+        selectkit.select(
+            pool, method, 10, target=pool, params=params, cache_dir=tmp_path / "features"
+        )
     assert message in str(info.value)
     assert not (tmp_path / "features").exists()
 
@@ -79,8 +81,9 @@ def test_an_allocation_that_cannot_fit_is_refused_before_the_model_loads(
 def test_a_batch_of_gradients_that_cannot_fit_is_refused_before_it_is_computed(
     pool, monkeypatch, tmp_path
 ):
-    params = GradientParams(model="tiny-llama", dim=8, cache_dir=str(tmp_path))
-    pipeline = GradientPipeline(params, Context())
+    params = GradientParams(model="tiny-llama", dim=8)
+    context = Context(host=get_host(), store_root=tmp_path)
+    pipeline = GradientPipeline(params, context)
     pipeline.check(pool)
     assert pipeline.loaded  # the tiny model, loaded while memory is plentiful
     monkeypatch.setattr(resources, "available_memory", lambda: MIB // 2)

@@ -4,14 +4,16 @@ a warmup that must be trained where nothing can be written is a clear error."""
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 import pytest
 
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features import pipeline as pipeline_module
 from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.host import Host, get_host
 from selectkit.methods import Context
 
 SMALL = {"model": "tiny-llama", "dim": 16, "max_length": 96, "warmup_fraction": 0.5}
@@ -33,32 +35,35 @@ def _unwritable(*args, **kwargs):
 def test_a_complete_warmup_is_read_without_writing(pool, tmp_path, monkeypatch):
     # Before: the cache folder was made and a lock file created before even looking, so a
     # read-only cache gave a PermissionError although the warmup was there.
-    params = GradientParams(**SMALL, warmup_epochs=1, cache_dir=str(tmp_path / "features"))
-    first = GradientPipeline(params, Context()).checkpoints(pool)
+    params = GradientParams(**SMALL, warmup_epochs=1)
+    context = Context(host=get_host(), store_root=tmp_path / "features")
+    first = GradientPipeline(params, context).checkpoints(pool)
     root = tmp_path / "warmup"
     for lock in root.glob("*.lock"):
         lock.unlink()
     before = _snapshot(root)
     monkeypatch.setattr(pipeline_module.locks, "exclusive", _unwritable)
-    assert GradientPipeline(params, Context()).checkpoints(pool) == first
+    assert GradientPipeline(params, context).checkpoints(pool) == first
     assert _snapshot(root) == before
     with pytest.raises(StoreError, match=r"cannot be written there \(Permission denied\); give"):
-        GradientPipeline(params, Context(seed=9)).checkpoints(pool)  # another warmup
+        GradientPipeline(replace(params, warmup_seed=9), context).checkpoints(pool)
     assert _snapshot(root) == before
 
 
 def test_a_cache_that_cannot_be_made_is_refused_before_the_model_loads(pool, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "_load_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(Host, "load_model", lambda *a: pytest.fail("model loaded"))
     monkeypatch.setattr(pipeline_module.os, "access", lambda *a: False)
-    params = GradientParams(**SMALL, cache_dir=str(tmp_path / "cache" / "features"))
+    params = GradientParams(**SMALL)
+    context = Context(host=get_host(), store_root=tmp_path / "cache" / "features")
     with pytest.raises(StoreError, match=r"does not exist and cannot be made .* not a writable"):
-        GradientPipeline(params, Context()).check(pool)
+        GradientPipeline(params, context).check(pool)
     assert not any(tmp_path.iterdir())
 
 
 def test_a_damaged_cached_warmup_is_trained_again(pool, tmp_path):
-    params = GradientParams(**SMALL, warmup_epochs=1, cache_dir=str(tmp_path / "features"))
-    (first,) = GradientPipeline(params, Context()).checkpoints(pool)
+    params = GradientParams(**SMALL, warmup_epochs=1)
+    context = Context(host=get_host(), store_root=tmp_path / "features")
+    (first,) = GradientPipeline(params, context).checkpoints(pool)
     (first / "trainer_state.json").write_text("{")
-    (again,) = GradientPipeline(params, Context()).checkpoints(pool)
+    (again,) = GradientPipeline(params, context).checkpoints(pool)
     assert again == first and (again / "trainer_state.json").read_text().startswith("{\n")

@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from selectkit.api import featurize, load_model, load_pool, load_records_from_list
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_pool, load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError, RecordError
 from selectkit.features.featurize import (
     FeaturizeConfig,
     Featurizer,
-    featurize,
     parse_shard,
     tokenize_pool,
 )
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.store import FeatureStore, RowStatus, verify_entry
-from selectkit.models.loading import ModelOptions, load_model
+from selectkit.host import get_host
+from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec
 
 CONFIG = FeaturizeConfig(dim=64, batch_size=4, max_length=96)
@@ -56,10 +56,12 @@ def test_rows_are_the_projected_per_example_gradients_in_pool_order(pool, tmp_pa
     # Recompute one example at a time, with the same fresh adapter, outside the store.
     from selectkit.models.lora import attach_lora
 
-    model = attach_lora(loaded.model, LoraSpec(), seed=CONFIG.seed)
+    model = attach_lora(loaded.model, LoraSpec(), seed=CONFIG.adapter_seed)
     engine = PerExampleGradients(model)
     projector_rows, norms = [], []
-    featurizer_projector = Featurizer(loaded.__class__(model, loaded.tokenizer, "x"), CONFIG)
+    featurizer_projector = Featurizer(
+        loaded.__class__(model, loaded.tokenizer, "x"), CONFIG, host=get_host()
+    )
     for item in tokenize_pool(pool, loaded.tokenizer, CONFIG):
         grads, _ = engine(pad_batch([item], loaded.tokenizer.pad_token_id))
         norms.append(float(grads.norm()))
@@ -95,7 +97,7 @@ def test_same_request_reuses_the_entry_and_any_change_makes_a_new_one(pool, tmp_
     ids = {first.id}
     changes = [
         {"config": FeaturizeConfig(dim=32, batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, seed=1, batch_size=4, max_length=96)},
+        {"config": FeaturizeConfig(dim=64, projector_seed=1, batch_size=4, max_length=96)},
         {"config": FeaturizeConfig(dim=64, gradient="sign", batch_size=4, max_length=96)},
         {"config": FeaturizeConfig(dim=64, projector="rademacher", batch_size=4, max_length=96)},
         {"config": FeaturizeConfig(dim=64, template="plain", batch_size=4, max_length=96)},

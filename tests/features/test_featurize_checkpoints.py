@@ -9,16 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from selectkit.api import featurize, load_model, load_records_from_list
 from selectkit.cli import cli
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
+from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.projectors import SparseJLProjector
 from selectkit.features.store import FeatureStore
-from selectkit.models.loading import load_model
 from selectkit.models.lora import LoraSpec, attach_lora, load_adapter
 from selectkit.train.checkpoints import adam_moments, read_checkpoint
 from selectkit.train.warmup import WarmupConfig, warmup
@@ -58,7 +57,7 @@ def test_adam_rows_match_a_hand_computation_at_each_checkpoint(pool, run_dir, tm
         engine = PerExampleGradients(model)
         m = torch.cat([moments[p.name][0].reshape(-1) for p in engine.layout])
         v = torch.cat([moments[p.name][1].reshape(-1) for p in engine.layout])
-        projector = SparseJLProjector(engine.dim, CONFIG.dim, CONFIG.seed)
+        projector = SparseJLProjector(engine.dim, CONFIG.dim, CONFIG.projector_seed)
         expected = []
         for item in tokenize_pool(pool, loaded.tokenizer, CONFIG):
             g = engine(pad_batch([item], loaded.tokenizer.pad_token_id))[0][0]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features import pipeline as pipeline_module
 from selectkit.features.pipeline import GradientParams, GradientPipeline, check_pairs
+from selectkit.host import get_host
 from selectkit.methods import Context
 
 SMALL = {"model": "tiny-llama", "dim": 32, "max_length": 96, "warmup_fraction": 0.5}
@@ -20,8 +23,9 @@ def pool():
 
 
 def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
-    params = GradientParams(**SMALL, warmup_epochs=1, cache_dir=str(tmp_path / "features"))
-    first = GradientPipeline(params, Context()).checkpoints(pool)
+    params = GradientParams(**SMALL, warmup_epochs=1)
+    context = Context(host=get_host(), store_root=tmp_path / "features")
+    first = GradientPipeline(params, context).checkpoints(pool)
     assert first and (tmp_path / "warmup").is_dir()
     import selectkit.train.warmup as warmup_module
 
@@ -29,24 +33,30 @@ def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
         raise AssertionError("the cached warmup should have been reused")
 
     monkeypatch.setattr(warmup_module, "warmup", no_training)
-    assert GradientPipeline(params, Context()).checkpoints(pool) == first
+    assert GradientPipeline(params, context).checkpoints(pool) == first
     (folder,) = [p for p in (tmp_path / "warmup").iterdir() if p.is_dir()]
     manifest = folder / "warmup.json"
     manifest.write_text(manifest.read_text().replace('"complete"', '"running"'))
     with pytest.raises(AssertionError, match="reused"):
-        GradientPipeline(params, Context()).checkpoints(pool)
+        GradientPipeline(params, context).checkpoints(pool)
     assert not folder.exists()  # an unfinished run of the same warmup is cleared and redone
-    other_seed = GradientPipeline(params, Context(seed=1))
+    other_warmup = GradientPipeline(replace(params, warmup_seed=1), context)
     with pytest.raises(AssertionError, match="reused"):
-        other_seed.checkpoints(pool)
+        other_warmup.checkpoints(pool)
+
+    # The selection's seed is not the warmup's: another one reuses the cached warmup.
+    monkeypatch.undo()
+    first = GradientPipeline(params, context).checkpoints(pool)
+    monkeypatch.setattr(warmup_module, "warmup", no_training)
+    assert GradientPipeline(params, replace(context, seed=7)).checkpoints(pool) == first
 
 
 def test_pool_and_target_features_must_match(pool, tmp_path):
-    params = GradientParams(**SMALL, cache_dir=str(tmp_path))
-    run = GradientPipeline(params, Context())
+    context = Context(host=get_host(), store_root=tmp_path)
+    run = GradientPipeline(GradientParams(**SMALL), context)
     sparse = run.features(pool, "sgd", [])
     dense = GradientPipeline(
-        GradientParams(**{**SMALL, "projector": "rademacher"}, cache_dir=str(tmp_path)), Context()
+        GradientParams(**{**SMALL, "projector": "rademacher"}), context
     ).features(pool, "sgd", [])
     with pytest.raises(ParamError, match="differ in projector"):
         check_pairs(sparse, dense)
@@ -58,7 +68,7 @@ def test_pool_and_target_features_must_match(pool, tmp_path):
 def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, monkeypatch):
     params = GradientParams(**SMALL, checkpoints=str(tmp_path / "nope"))
     with pytest.raises(ParamError, match="does not exist"):
-        GradientPipeline(params, Context()).checkpoints(pool)
+        GradientPipeline(params, Context(host=get_host())).checkpoints(pool)
     folder = tmp_path / "run"
     folder.mkdir()
 
@@ -71,17 +81,18 @@ def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, mon
     )
     params = GradientParams(**SMALL, checkpoints=str(folder))
     with pytest.raises(ParamError, match="learning rate is 0"):
-        GradientPipeline(params, Context()).checkpoints(pool)
+        GradientPipeline(params, Context(host=get_host())).checkpoints(pool)
     assert pipeline_module.learning_rates([]) == []
 
 
 def test_warmup_runs_are_independent_warmups_with_consecutive_seeds(pool, tmp_path):
-    small = {**SMALL, "warmup_epochs": 1, "cache_dir": str(tmp_path / "features")}
-    ensemble = GradientPipeline(GradientParams(**small, warmup_runs=2), Context(seed=4))
+    small = {**SMALL, "warmup_epochs": 1}
+    context = Context(host=get_host(), store_root=tmp_path / "features")
+    ensemble = GradientPipeline(GradientParams(**small, warmup_runs=2, warmup_seed=4), context)
     first, second = ensemble.checkpoints(pool)
     assert first.parent != second.parent
     alone = [
-        GradientPipeline(GradientParams(**small), Context(seed=seed)).checkpoints(pool)
+        GradientPipeline(GradientParams(**small, warmup_seed=seed), context).checkpoints(pool)
         for seed in (4, 5)
     ]
     assert alone == [[first], [second]]  # the same cached runs: run r is the seed + r warmup

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import selectkit.models.loading as loading
-from selectkit.data.load import load_records_from_list
+from selectkit.api import featurize, load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
-from selectkit.features.featurize import FeaturizeConfig, featurize
+from selectkit.features.featurize import FeaturizeConfig
 from selectkit.features.store import FeatureStore, Layout, RowStatus
+from selectkit.host import Host
 
 CONFIG = FeaturizeConfig(dim=16, batch_size=4, max_length=96)
 REQUEST = {"pool": "abc", "model": {"spec": "tiny-llama"}}
@@ -46,20 +46,20 @@ def test_a_request_has_one_writer_at_a_time(tmp_path):
 def test_an_identical_featurize_is_refused_before_it_loads_the_model(tmp_path, monkeypatch):
     pool = load_records_from_list(make_records(1, seed=6))
     store = FeatureStore(tmp_path)
-    real = loading.load_model
+    real = Host.load_model
     loads: list[str] = []
     inner: list[object] = []
 
-    def load_and_start_another(spec, options=None, host=None):
+    def load_and_start_another(host, spec, options=None):
         loads.append(spec)
         if len(loads) == 1:  # the first run holds its claim: an identical one starts now
             try:
                 featurize(pool, "tiny-llama", config=CONFIG, store=store, progress=False)
             except StoreError as exc:
                 inner.append(exc)
-        return real(spec, options, host=host)
+        return real(host, spec, options)
 
-    monkeypatch.setattr(loading, "load_model", load_and_start_another)
+    monkeypatch.setattr(Host, "load_model", load_and_start_another)
     (entry,) = featurize(pool, "tiny-llama", config=CONFIG, store=store, progress=False)
     assert loads == ["tiny-llama"]  # the second run never loaded the model
     (refused,) = inner

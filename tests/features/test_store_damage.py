@@ -13,11 +13,11 @@ import pytest
 import xxhash
 from click.testing import CliRunner
 
+from selectkit.api import featurize, load_model, load_pool, load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_pool, load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
-from selectkit.features.featurize import FeaturizeConfig, featurize
+from selectkit.features.featurize import FeaturizeConfig
 from selectkit.features.gradients import PerExampleGradients
 from selectkit.features.npyfiles import row_checksums
 from selectkit.features.scoring import score_pool
@@ -28,7 +28,6 @@ from selectkit.features.store import (
     check_entry,
     verify_entry,
 )
-from selectkit.models.loading import load_model
 from selectkit.solvers.rows import read_all
 
 from .test_store import FILE_BYTES, _block, _layout
@@ -334,8 +333,8 @@ def test_select_refuses_a_flipped_bit_and_repair_restores_the_selection(gradient
     for name, rows in (("pool", pool_rows), ("target", target_rows)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     settings = {**gradient_params, "dim": 64, "warmup_epochs": 1, "warmup_fraction": 0.5}
-    settings["cache_dir"] = cache
     params = [f"-p{key}={value}" for key, value in settings.items()]
+    params += ["--cache-dir", str(cache)]
 
     def select(out):
         return CliRunner().invoke(

@@ -121,13 +121,13 @@ def test_featurize_killed_while_creating_and_while_finalizing(tmp_path, monkeypa
         assert _cli(*verify).output == f"no feature sets in {store}\n"
         assert FeatureStore(store).clear_leftovers() == [] and temp.is_dir()
         # An identical run is refused at once, before it loads the model.
-        import selectkit.models.loading as loading
+        from selectkit.host import Host
 
         def no_loading(*args, **kwargs):
             raise AssertionError("the refused run loaded the model")
 
         with monkeypatch.context() as patched:
-            patched.setattr(loading, "load_model", no_loading)
+            patched.setattr(Host, "load_model", no_loading)
             refused = _cli(*featurize)
         assert refused.exit_code == 2, refused.output
         assert f"another process (pid {creating.pid}) is already extracting these features" in (

@@ -51,7 +51,7 @@ def test_without_a_target_it_matches_the_pool_mean_under_quotas(targeted, gradie
 
 def test_token_budget_and_bad_params_fail_before_any_work(targeted, tmp_path):
     pool, target = targeted
-    params = {"model": "no-such-model", "cache_dir": str(tmp_path)}
+    params = {"model": "no-such-model"}
     with pytest.raises(ParamError, match="count budget"):
         selectkit.select(pool, "gradmatch", "2000tok", target=target, params=params)
     with pytest.raises(ParamError, match="l2 must be >= 0"):

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from selectkit_ifd.method import IfdParams, ifd_scores
 
 from selectkit import select
+from selectkit.api import load_model, load_pool
 from selectkit.cli import cli
-from selectkit.data.load import load_pool
 from selectkit.data.pool import Pool, Record
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import BudgetError, ParamError, RecordError
 from selectkit.features.pipeline import GradientPipeline, ModelParams
+from selectkit.host import get_host
 from selectkit.methods import Context
-from selectkit.models.loading import load_model
 from selectkit.models.lora import load_adapter
 
 TINY = {"model": "tiny-llama", "max_length": 128}
@@ -110,7 +110,9 @@ def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_pa
     pool, _ = targeted
     params = {**model_params, "scorer": "warmup", "max_ifd": float("inf")}
     selection = select(pool, "ifd", 10, params=params, seed=0)
-    last = GradientPipeline(ModelParams(**model_params), Context()).checkpoints(pool)[-1]
+    last = GradientPipeline(ModelParams(**model_params), Context(host=get_host())).checkpoints(
+        pool
+    )[-1]
     loaded = load_model("tiny-llama")
     model = load_adapter(loaded.model, last)
     expected = ifd_scores(model, loaded.tokenizer, pool, max_length=128)

@@ -14,6 +14,7 @@ from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientPipeline, learning_rates
+from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.solvers.objectives import KCenter
 from selectkit.solvers.rows import combine_checkpoints
@@ -23,7 +24,7 @@ from selectkit.solvers.rows import combine_checkpoints
 def distances(targeted, gradient_params):
     """Distances in the method's own feature space: cosine on the last checkpoint's rows."""
     pool, _ = targeted
-    pipeline = GradientPipeline(KCenterParams(**gradient_params), Context())
+    pipeline = GradientPipeline(KCenterParams(**gradient_params), Context(host=get_host()))
     sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
     rows = combine_checkpoints(sets, learning_rates(sets), "last")
     return KCenter(rows, metric="cosine").distances
@@ -72,8 +73,8 @@ def test_kcenter_from_the_command_line(gradient_params, tmp_path):
     out = tmp_path / "picked.jsonl"
     args = ["select", "-m", "kcenter", "--pool", str(pool_file), "-b", "5", "--out", str(out)]
     # Its own store: a warmup on this other pool must not join the session's shared one.
-    params = {**gradient_params, "cache_dir": str(tmp_path / "features")}
-    args += [f"-p{key}={value}" for key, value in params.items()]
+    args += ["--cache-dir", str(tmp_path / "features")]
+    args += [f"-p{key}={value}" for key, value in gradient_params.items()]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "picked.manifest.json").read_text())

@@ -10,12 +10,13 @@ from click.testing import CliRunner
 from selectkit_less.aggregate import round_robin_scores
 
 from selectkit import select
+from selectkit.api import load_records_from_list
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import BudgetError, ParamError
 from selectkit.features.store import FeatureStore
+from selectkit.host import get_host
 
 RANDOM_SHARE = 0.1  # one family in ten
 
@@ -28,10 +29,10 @@ def test_less_puts_the_target_family_in_its_top_five_percent(targeted, gradient_
     assert share >= 0.6 > RANDOM_SHARE
 
 
-def test_less_scores_equal_a_direct_computation(targeted, gradient_params):
+def test_less_scores_equal_a_direct_computation(targeted, gradient_params, store_root):
     pool, target = targeted
     selection = select(pool, "less", 10, target=target, params=gradient_params, seed=0)
-    store = FeatureStore(gradient_params["cache_dir"])
+    store = FeatureStore(store_root)
     entries = store.entries()
     pool_sets = sorted(
         (e for e in entries if e.key["gradient"]["kind"] == "adam" and e.num_rows == len(pool)),
@@ -58,9 +59,10 @@ def test_round_robin_gives_every_subtask_a_turn():
     assert order[2] == 1
 
 
-def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path):
+def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path, monkeypatch):
     pool, target = targeted
-    params = {**gradient_params, "cache_dir": str(tmp_path), "aggregate": "round_robin"}
+    monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path))
+    params = {**gradient_params, "aggregate": "round_robin"}
     rows = [
         {"id": f"t{i}", "instruction": "convert", "output": "x", "task": f"task{i}"}
         for i in range(4)
@@ -100,8 +102,8 @@ def test_attribution_is_the_per_target_score_before_aggregation(targeted, gradie
 
     pool, target = targeted
     method = Less(LessParams(**gradient_params, aggregate="mean"))
-    attribution = method.attribute(pool, target, Context(seed=0))
+    attribution = method.attribute(pool, target, Context(host=get_host(), seed=0))
     assert attribution.shape == (len(pool), len(target)) and attribution.dtype == np.float64
-    scores = method.objective(pool, target, Context(seed=0)).values
+    scores = method.objective(pool, target, Context(host=get_host(), seed=0)).values
     np.testing.assert_allclose(attribution.mean(axis=1), scores, rtol=1e-5, atol=1e-12)
     assert Less.attributes()

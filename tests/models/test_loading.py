@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from selectkit.api import load_model
 from selectkit.errors import ParamError
-from selectkit.models.loading import ModelOptions, load_model, resolve_device
+from selectkit.models.loading import ModelOptions, resolve_device
 from selectkit.models.tiny import TinySpec, byte_tokenizer, tiny_model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.models.tiny import tiny_model
 from selectkit.retraining import RetrainConfig, retrain

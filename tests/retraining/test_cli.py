@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from selectkit.api import evaluate_lds
 from selectkit.cli import cli
 from selectkit.commands.retrain import route_params
 from selectkit.errors import ParamError
-from selectkit.retraining import evaluate_lds, load_runs
+from selectkit.retraining import load_runs
 from selectkit.retraining import runs as runs_module
 from selectkit.retraining.runs import model_files
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from selectkit.data.load import load_records_from_list
+from selectkit.api import load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError, TrainingDiverged

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from selectkit.api import evaluate_lds
 from selectkit.errors import ParamError
+from selectkit.host import get_host
 from selectkit.methods import Context, Method
-from selectkit.retraining import RetrainRuns, evaluate_lds, linear_datamodeling_score
+from selectkit.retraining import RetrainRuns, linear_datamodeling_score
 from selectkit.retraining.lds import spearman_columns
 from selectkit.retraining.subsets import subset_masks
 from selectkit.solvers.objectives import Scores
@@ -206,4 +208,4 @@ def test_evaluate_lds_with_the_random_baseline(retrain_data, tmp_path):
     assert other.mean == 0.0  # a constant attribution ranks nothing
     with pytest.raises(ParamError, match="either in the Method instance or as params"):
         evaluate_lds(Fitted(), pool, target, runs, params={"runs": "x"})
-    assert Context().seed == 0
+    assert Context(host=get_host()).seed == 0

@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from selectkit.api import load_records_from_list
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_record

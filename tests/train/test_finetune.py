@@ -14,12 +14,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from selectkit.api import select
+from selectkit.api import load_records_from_list, select
 from selectkit.cli import cli
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command, read_selection_manifest, train_command
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError

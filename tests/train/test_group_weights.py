@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from selectkit.api import select
+from selectkit.api import load_records_from_list, select
 from selectkit.cli import cli
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.methods import Method

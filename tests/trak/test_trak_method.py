@@ -17,6 +17,7 @@ from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features.store import FeatureSet, FeatureStore
+from selectkit.host import get_host
 from selectkit.methods import Context
 
 RANDOM_SHARE = 0.1  # one family in ten
@@ -55,8 +56,8 @@ def trak_run(targeted, gradient_params):
     pool, target = targeted
     selection = select(pool, "trak", "5%", target=target, params=gradient_params, seed=0)
     method = Trak(TrakParams(**gradient_params))
-    first = method.attribute(pool, target, Context(seed=0))
-    second = method.attribute(pool, target, Context(seed=0))
+    first = method.attribute(pool, target, Context(host=get_host(), seed=0))
+    second = method.attribute(pool, target, Context(host=get_host(), seed=0))
     return selection, first, second
 
 
@@ -77,33 +78,32 @@ def test_attribution_is_reproducible_and_its_mean_is_the_objective(targeted, tra
 
 
 def test_attribution_equals_a_direct_computation_from_the_store(
-    targeted, gradient_params, trak_run
+    targeted, gradient_params, trak_run, store_root
 ):
     pool, target = targeted
     _, attribution, _ = trak_run
     dim = gradient_params["dim"]
-    pool_sets = sgd_sets(gradient_params["cache_dir"], len(pool), dim)
-    target_sets = sgd_sets(gradient_params["cache_dir"], len(target), dim)
+    pool_sets = sgd_sets(store_root, len(pool), dim)
+    target_sets = sgd_sets(store_root, len(target), dim)
     assert len(pool_sets) == len(target_sets) == 2
     expected = direct_attribution(pool_sets, target_sets, damping=0.1)
     # Measured: 1e-14 of the largest score apart.
     np.testing.assert_allclose(attribution, expected, rtol=0, atol=1e-9 * abs(expected).max())
 
 
-def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run):
+def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run, store_root):
     pool, target = targeted
     dim = gradient_params["dim"]
     warmup = {
-        str(Path(e.meta["checkpoint"]["path"]).parent)
-        for e in sgd_sets(gradient_params["cache_dir"], len(pool), dim)
+        str(Path(e.meta["checkpoint"]["path"]).parent) for e in sgd_sets(store_root, len(pool), dim)
     }
     assert len(warmup) == 1
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])  # 30 records < dim 256
     params = TrakParams(**gradient_params, checkpoints=warmup.pop())
-    attribution = Trak(params).attribute(subset, target, Context(seed=0))
+    attribution = Trak(params).attribute(subset, target, Context(host=get_host(), seed=0))
     expected = direct_attribution(
-        sgd_sets(gradient_params["cache_dir"], len(subset), dim),
-        sgd_sets(gradient_params["cache_dir"], len(target), dim),
+        sgd_sets(store_root, len(subset), dim),
+        sgd_sets(store_root, len(target), dim),
         damping=0.1,
     )
     np.testing.assert_allclose(attribution, expected, rtol=0, atol=1e-9 * abs(expected).max())
@@ -114,26 +114,28 @@ def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run):
     assert auc >= 0.7
 
 
-def test_an_ensemble_of_independent_warmups(targeted, gradient_params, tmp_path):
+def test_an_ensemble_of_independent_warmups(targeted, gradient_params, tmp_path, monkeypatch):
     pool, target = targeted
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])
-    params = {**gradient_params, "cache_dir": str(tmp_path / "features")}
+    params = dict(gradient_params)
+    monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path / "features"))
     attribution = Trak(TrakParams(**params, warmup_runs=2)).attribute(
-        subset, target, Context(seed=0)
+        subset, target, Context(host=get_host(), seed=0)
     )
     dim = gradient_params["dim"]
-    pool_sets = sgd_sets(params["cache_dir"], len(subset), dim)
+    pool_sets = sgd_sets(tmp_path / "features", len(subset), dim)
     runs = {str(Path(s.meta["checkpoint"]["path"]).parent) for s in pool_sets}
     assert len(pool_sets) == 4 and len(runs) == 2  # two checkpoints of each warmup
     expected = direct_attribution(
-        pool_sets, sgd_sets(params["cache_dir"], len(target), dim), damping=0.1
+        pool_sets, sgd_sets(tmp_path / "features", len(target), dim), damping=0.1
     )
     np.testing.assert_allclose(attribution, expected, rtol=0, atol=1e-9 * abs(expected).max())
 
 
-def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path):
+def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path, monkeypatch):
     pool, target = targeted
-    params = {**gradient_params, "cache_dir": str(tmp_path)}
+    monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path))
+    params = dict(gradient_params)
     with pytest.raises(ParamError, match=r"rank is at most the 300 pool records < dim 512"):
         select(pool, "trak", 15, target=target, params={**params, "damping": 0, "dim": 512})
     with pytest.raises(ParamError, match="damping must be a finite number >= 0"):

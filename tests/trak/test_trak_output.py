@@ -8,13 +8,12 @@ import torch
 from selectkit_trak.output import MIN_ONE_MINUS_P, CausalLMModelOutput, one_minus_p
 from trak.gradient_computers import FunctionalGradientComputer
 
+from selectkit.api import load_model, load_records_from_list
 from selectkit.data.batching import pad_batch
-from selectkit.data.load import load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError
 from selectkit.features.gradients import response_losses
-from selectkit.models.loading import load_model
 
 # torch.func has no vmap rule for CPU attention and falls back to a loop (correct, only slower).
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
