@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import datetime
-import math
-import platform
-import sys
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from selectkit import __version__
 from selectkit.data.pool import Pool
 from selectkit.host import Host
 from selectkit.methods import Method
 from selectkit.params import params_to_dict
+from selectkit.provenance import jsonable, versions
 from selectkit.solvers.base import Solution
 from selectkit.solvers.budget import Budget, Constraints, Problem
 from selectkit.solvers.objectives import Objective
@@ -119,34 +115,3 @@ def plugin_of(host: Host, method: Method | type | str) -> dict[str, Any] | None:
     if info is None:
         return None
     return {"name": info.name, "distribution": info.distribution, "version": info.version}
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the platform and every library that can change a result."""
-    found = {
-        "selectkit": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-    }
-    for dist in ("pluggy", "cvxpy", "torch", "transformers", "peft", "accelerate"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON only: numpy values become Python ones, non-finite floats become null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -9,7 +9,7 @@ from typing import Any
 
 from selectkit.data.pool import Pool
 from selectkit.errors import OutputError
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.publish import Publication
 from selectkit.selection import Selection
 

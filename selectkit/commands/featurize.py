@@ -92,9 +92,10 @@ def featurize_command(**kw: Any) -> None:
     One store entry per checkpoint; rerunning reuses finished entries and resumes unfinished
     ones. Prints each entry's id for `selectkit cache info`.
     """
+    from selectkit.cachedirs import default_root
     from selectkit.data.load import load_pool
     from selectkit.features.featurize import FeaturizeConfig, featurize, parse_shard
-    from selectkit.features.store import FeatureStore, default_root
+    from selectkit.features.store import FeatureStore
     from selectkit.host import get_host
     from selectkit.publish import check_paths
 

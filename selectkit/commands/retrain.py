@@ -22,7 +22,7 @@ from selectkit.commands.options import (
 )
 from selectkit.commands.train import finetune_config, finetune_options
 from selectkit.errors import ParamError
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.terminal import echo
 
 

@@ -20,7 +20,7 @@ from selectkit.commands.options import (
     record_options,
 )
 from selectkit.errors import ParamError
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.terminal import echo
 
 _TEMPLATE = click.option(

@@ -28,8 +28,8 @@ from selectkit.features.gradient_types import (
 )
 from selectkit.features.gradients import Method, PerExampleGradients
 from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
-from selectkit.manifest import versions
 from selectkit.models.lora import LoraSpec
+from selectkit.provenance import versions
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool

@@ -26,7 +26,7 @@ from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Tokenized
 from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
-from selectkit.manifest import jsonable, versions
+from selectkit.provenance import jsonable, versions
 from selectkit.retraining.runs import (
     IDENTITY,
     LOCKS_DIR,

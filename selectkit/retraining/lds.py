@@ -31,7 +31,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.retraining.runs import RetrainRuns
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
-from selectkit.manifest import jsonable, versions
 from selectkit.models.lora import LoraSpec
+from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
 from selectkit.train.runs import (

@@ -14,13 +14,13 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
+from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
 from selectkit.features import npyfiles
 from selectkit.features.store import (
     FeatureStore,
     Layout,
     RowStatus,
-    default_root,
     key_id,
     verify_entry,
 )

@@ -38,7 +38,6 @@ from selectkit.features.store.layout import (
     Layout,
     RowStatus,
     canonical_key,
-    default_root,
     key_id,
 )
 from selectkit.features.store.problems import BrokenEntry, repair_hint
@@ -57,7 +56,6 @@ __all__ = [
     "RowStatus",
     "canonical_key",
     "check_entry",
-    "default_root",
     "key_id",
     "repair_entry",
     "repair_hint",

@@ -34,7 +34,7 @@ from selectkit.features.store.problems import (
     sample,
     writing,
 )
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.publish import atomic_writer
 
 

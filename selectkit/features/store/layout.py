@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,15 +31,6 @@ class RowStatus(IntEnum):
     DONE = 1
     SKIPPED_EMPTY = 2  # no response token, so no gradient
     SKIPPED_NONFINITE = 3  # NaN or Inf gradient
-
-
-def default_root() -> Path:
-    """``$SELECTKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/selectkit/features``, else
-    ``~/.cache/selectkit/features``."""
-    if os.environ.get("SELECTKIT_CACHE_DIR"):
-        return Path(os.environ["SELECTKIT_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "selectkit" / "features"
 
 
 def canonical_key(key: Mapping[str, Any]) -> str:

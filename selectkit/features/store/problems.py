@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
-from selectkit.features.store.layout import default_root
 
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 #: Unreadable JSON, ``.npy`` or values: what reading a damaged entry's files can raise.

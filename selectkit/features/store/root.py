@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selectkit import __version__, locks
+from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
 from selectkit.features import npyfiles
 from selectkit.features.store.claims import CLAIMS, RequestClaim
@@ -26,7 +27,6 @@ from selectkit.features.store.layout import (
     Layout,
     canonical_key,
     check_shard,
-    default_root,
     file_specs,
     key_id,
 )
@@ -37,7 +37,7 @@ from selectkit.features.store.problems import (
     writable,
     writing,
 )
-from selectkit.manifest import jsonable
+from selectkit.provenance import jsonable
 from selectkit.publish import atomic_writer, clear_stale, fsync_path
 from selectkit.resources import human_bytes
 
