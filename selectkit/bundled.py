@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,18 @@ def load_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(smollm2_directory(), gguf_file=SMOLLM2_GGUF)
 
 
-def load_model(dtype: str, read_gguf: Any) -> tuple[Any, Any]:
-    """The bundled model and tokenizer in ``dtype``: from the plain copy, or read from the GGUF
-    file by ``read_gguf()`` (which returns both) and then copied for next time."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(
+    dtype: str, read_gguf: Callable[[], tuple[Any, Any]], read_copy: Callable[[Path], Any]
+) -> tuple[Any, Any]:
+    """The bundled model and tokenizer in ``dtype``: the model from the plain copy by
+    ``read_copy(folder)``, or both from the GGUF file by ``read_gguf()``, then copied for next
+    time."""
+    from transformers import AutoTokenizer
 
     folder = copy_folder(dtype)
     if (folder / DONE).is_file():
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
-            return model, AutoTokenizer.from_pretrained(folder)
+            return read_copy(folder), AutoTokenizer.from_pretrained(folder)
         except Exception:  # a damaged copy (safetensors, json and transformers each raise
             (folder / DONE).unlink(missing_ok=True)  # their own errors): made again below
     model, tokenizer = read_gguf()

@@ -29,7 +29,7 @@ from torch import Tensor
 from trak.modelout_functions import AbstractModelOutput
 
 from selectkit.errors import ParamError
-from selectkit.features.gradients import response_losses
+from selectkit.models.losses import response_losses
 
 #: Floor on ``1 − p`` (see the module docstring).
 MIN_ONE_MINUS_P = 1e-6

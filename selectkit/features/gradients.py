@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from selectkit.data.batching import IGNORE_INDEX
 from selectkit.errors import ParamError
+from selectkit.models.losses import response_losses
 
 if TYPE_CHECKING:
     import torch
@@ -66,23 +67,6 @@ def trainable_layout(model: Any, names: Sequence[str] | None = None) -> list[Par
             "the model has no trainable parameters: attach a LoRA adapter or name parameters"
         )
     return layout
-
-
-def response_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example mean cross-entropy over response tokens (labels not IGNORE_INDEX), in float32.
-
-    Position t predicts label t + 1, as in Hugging Face causal LMs.
-    """
-    import torch
-
-    shifted = labels[:, 1:]
-    mask = shifted != IGNORE_INDEX
-    token_loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2),
-        shifted.masked_fill(~mask, 0),
-        reduction="none",
-    )
-    return (token_loss * mask).sum(dim=1) / mask.sum(dim=1)
 
 
 class PerExampleGradients:

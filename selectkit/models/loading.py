@@ -114,15 +114,31 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while a model loads: it flashes by in a second
+    and says nothing a user can act on."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(source: str, options: ModelOptions, **extra: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        source,
-        dtype=torch_dtype(options.dtype),
-        trust_remote_code=options.trust_remote_code,
-        **extra,
-    )
+    with quiet_loading():
+        return AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype(options.dtype),
+            trust_remote_code=options.trust_remote_code,
+            **extra,
+        )
 
 
 def _from_gguf(options: ModelOptions) -> tuple[Any, Any]:
@@ -166,7 +182,11 @@ def selectkit_load_model(spec: str, options: ModelOptions) -> LoadedModel | None
         model, tokenizer = tiny_model(spec)
         return LoadedModel(model.to(torch_dtype(options.dtype)), tokenizer, spec)
     if spec == SMOLLM2:
-        model, tokenizer = bundled.load_model(options.dtype, lambda: _from_gguf(options))
+        model, tokenizer = bundled.load_model(
+            options.dtype,
+            read_gguf=lambda: _from_gguf(options),
+            read_copy=lambda folder: _from_pretrained(str(folder), options),
+        )
         return LoadedModel(model, tokenizer, spec)
     path = Path(spec).expanduser()
     if not path.exists() and not looks_like_hub_name(spec):

@@ -17,7 +17,7 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
-from selectkit.features.gradients import response_losses
+from selectkit.models.losses import response_losses
 from selectkit.train.runs import pad_token_id, tokenize_subset
 
 

@@ -41,8 +41,8 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError, TrainingDiverged
-from selectkit.features.gradients import response_losses
 from selectkit.models.lora import LoraSpec
+from selectkit.models.losses import response_losses
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.runs import (

@@ -20,8 +20,8 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Record
 from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError, TrainingDiverged
-from selectkit.features.gradients import response_losses
 from selectkit.models.lora import LoraSpec, attach_lora
+from selectkit.models.losses import response_losses
 from selectkit.models.tiny import tiny_model
 
 POOL = [

@@ -18,10 +18,10 @@ from selectkit.data.pool import Record
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_many, tokenize_record
 from selectkit.errors import ParamError, RecordError
-from selectkit.features.gradients import response_losses
 from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
 from selectkit.host import Host, get_host
 from selectkit.methods import Context
+from selectkit.models.losses import response_losses
 from selectkit.models.tiny import byte_tokenizer
 
 QA = Record(id="q", prompt="two plus two", response="four", source="pool.jsonl", line=7)

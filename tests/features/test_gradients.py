@@ -10,8 +10,9 @@ from selectkit.data.pool import Record
 from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError
 from selectkit.features.gradient_types import GradientTransform, flatten_moments
-from selectkit.features.gradients import PerExampleGradients, response_losses, trainable_layout
+from selectkit.features.gradients import PerExampleGradients, trainable_layout
 from selectkit.models.lora import LoraSpec, attach_lora
+from selectkit.models.losses import response_losses
 from selectkit.models.tiny import tiny_model
 
 RECORDS = [

@@ -19,8 +19,8 @@ from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError, RecordError
-from selectkit.features.gradients import response_losses
 from selectkit.models.lora import LoraSpec, attach_lora
+from selectkit.models.losses import response_losses
 from selectkit.models.tiny import byte_tokenizer, tiny_model
 from selectkit.train.evaluate import example_losses, target_loss
 

@@ -22,8 +22,8 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError
-from selectkit.features.gradients import response_losses
 from selectkit.models.lora import LoraSpec, attach_lora
+from selectkit.models.losses import response_losses
 from selectkit.models.tiny import tiny_model
 from selectkit.train.evaluate import target_loss
 from selectkit.train.finetune import (

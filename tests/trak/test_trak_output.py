@@ -13,7 +13,7 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.synthetic import make_records
 from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError
-from selectkit.features.gradients import response_losses
+from selectkit.models.losses import response_losses
 
 # torch.func has no vmap rule for CPU attention and falls back to a loop (correct, only slower).
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
