@@ -9,7 +9,6 @@ computed by separate processes end with the same bytes as one run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -228,14 +227,11 @@ class Featurizer:
         progress: bool = True,
         tokens: list[Tokenized | None] | None = None,
     ) -> FeatureSet:
-        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry.
-
-        An existing entry is checked first and its damage repaired (:meth:`FeatureStore.open`);
-        a complete one is then only read. ``tokens``: the pool already tokenized by
+        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry
+        (:meth:`FeatureStore.fill`: an existing entry is checked and repaired first, a complete
+        one only read). ``tokens``: the pool already tokenized by
         :func:`tokenize_pool` under this config (one tokenization serves every checkpoint of a
         run)."""
-        from tqdm.auto import tqdm
-
         if tokens is None:
             tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
         key = feature_key(pool, self.loaded.tokenizer, self.grads, self.transform, self.config)
@@ -247,31 +243,19 @@ class Featurizer:
             order=block_order(tokens),
             columns=COLUMNS,
         )
-        # An existing entry is checked and repaired here, and keeps its own block size.
-        features = self.store.open(key, layout, meta=self.describe(pool), keep_block_rows=True)
-        if features.complete:
-            return features  # only read: no claim, no lock, no write access needed
-        layout = features.layout
-        with features.claim(shard):
-            pending = features.pending_blocks(shard)
-            started = time.perf_counter()
-            label = f"features {features.id[:12]} shard {shard[0]}/{shard[1]}"
-            for block in tqdm(pending, desc=label, unit="block", disable=not progress):
-                self._write_block(features, layout, block, tokens, pool)
-            if pending:
-                elapsed = round(time.perf_counter() - started, 3)
-                features.update_meta({f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed})
-            features.finalize()
-        return features
+        return self.store.fill(
+            key,
+            layout,
+            lambda adopted, block: self._block(adopted, block, tokens, pool),
+            meta=self.describe(pool),
+            shard=shard,
+            progress=progress,
+        )
 
-    def _write_block(
-        self,
-        features: FeatureSet,
-        layout: Layout,
-        block: int,
-        tokens: list[Tokenized | None],
-        pool: Pool,
-    ) -> None:
+    def _block(
+        self, layout: Layout, block: int, tokens: list[Tokenized | None], pool: Pool
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Block ``block``'s projected gradient rows, status codes and loss and norm columns."""
         import torch
 
         rows = layout.block_rows_of(block)
@@ -297,7 +281,7 @@ class Featurizer:
                 status[j] = RowStatus.DONE
                 columns["loss"][j] = float(losses[k])
                 columns["grad_norm"][j] = float(norms[k])
-        features.write_block(block, out, status, columns)
+        return out, status, columns
 
     def _pad_id(self) -> int:
         tokenizer = self.loaded.tokenizer

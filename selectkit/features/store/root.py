@@ -9,11 +9,14 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from selectkit import __version__, locks
 from selectkit.cachedirs import default_root
@@ -41,6 +44,8 @@ from selectkit.provenance import jsonable
 from selectkit.publish import atomic_writer, clear_stale, fsync_path
 from selectkit.resources import human_bytes
 
+#: One block as a featurizer computes it: its rows, their status codes, and the layout's columns.
+Block = tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]
 FILE_BYTES = 1 << 30
 _ID = re.compile(r"[0-9a-f]{64}")
 _LEFTOVER = (".tmp-", ".rm-")
@@ -157,6 +162,44 @@ class FeatureStore:
                 f"`selectkit cache rm {found.id[:12]}`"
             )
         return found
+
+    def fill(
+        self,
+        key: Mapping[str, Any],
+        layout: Layout,
+        compute: Callable[[Layout, int], Block],
+        *,
+        meta: Mapping[str, Any] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        progress: bool = False,
+    ) -> FeatureSet:
+        """The entry for ``key`` with every block of ``shard`` stored: the store's one write
+        operation, and the unit a distributed run schedules (any number of processes, any
+        shards, in any order, end with the same bytes).
+
+        The entry is opened as :meth:`open` does (created, or checked and repaired; its block
+        size kept); a complete entry is only read. Otherwise the shard is claimed (a second
+        writer of the same shard is refused), ``compute(layout, block)`` gives each pending
+        block's ``(rows, status, columns)``, each block is written as it comes (a killed run
+        resumes from the next one), the shard's time is recorded and the entry finalized.
+        """
+        from tqdm.auto import tqdm
+
+        features = self.open(key, layout, meta=meta, keep_block_rows=True)
+        if features.complete:
+            return features  # only read: no claim, no lock, no write access needed
+        layout = features.layout
+        with features.claim(shard):
+            pending = features.pending_blocks(shard)
+            started = time.perf_counter()
+            label = f"features {features.id[:12]} shard {shard[0]}/{shard[1]}"
+            for block in tqdm(pending, desc=label, unit="block", disable=not progress):
+                features.write_block(block, *compute(layout, block))
+            if pending:
+                elapsed = round(time.perf_counter() - started, 3)
+                features.update_meta({f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed})
+            features.finalize()
+        return features
 
     def _existing(self, key: Mapping[str, Any]) -> FeatureSet | None:
         """The checked, repaired entry of ``key``; ``None`` when there is none (any more)."""
