@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit.data.pool import Pool
-from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
 from selectkit.features.token_stats import el2n_scores
 from selectkit.methods import Context, Method
@@ -54,8 +53,7 @@ class EL2N(Method):
         pipeline.check(pool)
         checkpoints = pipeline.checkpoints(pool)
         loaded = pipeline.loaded
-        config = FeaturizeConfig(max_length=params.max_length)
-        tokens = tokenize_pool(pool, loaded.tokenizer, config)
+        tokens = pipeline.tokens(pool)
         pad = loaded.tokenizer.pad_token_id
         per_checkpoint = []
         for folder in checkpoints:

@@ -314,6 +314,7 @@ def featurize(
     pool: Pool,
     model: str | LoadedModel,
     *,
+    tokens: list[Tokenized | None] | None = None,
     checkpoints: list[str | Path] | tuple[str | Path, ...] = (),
     lora: LoraSpec | None = DEFAULT_LORA,
     param_names: list[str] | None = None,
@@ -334,7 +335,8 @@ def featurize(
     optimizer state holds the Adam moments. Adapters attached here are removed again
     afterwards, so ``model`` ends as it started. An identical run (same pool, model, adapter,
     settings and shard) that is writing these features now is refused before the model loads
-    (:meth:`FeatureStore.claim_request`).
+    (:meth:`FeatureStore.claim_request`). ``tokens``: the pool already tokenized by
+    :func:`tokenize_pool` with ``model``'s tokenizer under ``config``.
     """
     from selectkit.models.loading import ModelOptions
     from selectkit.train.checkpoints import find_checkpoints
@@ -362,7 +364,8 @@ def featurize(
     with store.claim_request(request, shard) as claim:
         if isinstance(model, str):
             model = host.load_model(model, model_options or ModelOptions())
-        tokens = tokenize_pool(pool, model.tokenizer, config)
+        if tokens is None:
+            tokens = tokenize_pool(pool, model.tokenizer, config)
         options = {"shard": shard, "progress": progress, "tokens": tokens}
         if found:
             results = _featurize_checkpoints(pool, model, found, config, store, host, options)

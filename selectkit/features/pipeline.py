@@ -38,6 +38,7 @@ from selectkit.seeds import SEED_MAX
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool, Record
+    from selectkit.data.tokenize import Tokenized
     from selectkit.methods import Context, Services
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.train.checkpoints import Checkpoint
@@ -248,6 +249,7 @@ class GradientPipeline:
         self.host = context.host
         self.store = FeatureStore(context.store_root)
         self._checked: tuple[Sequence[Record], ...] = ()
+        self._tokens: dict[int, list[Tokenized | None]] = {}
         self._given: list[Checkpoint] | None = None
 
     @cached_property
@@ -317,7 +319,15 @@ class GradientPipeline:
     def _check_records(self, tokenizer: Any) -> None:
         config = FeaturizeConfig(max_length=self.params.max_length)
         for pool in self._checked:
-            tokenize_pool(pool, tokenizer, config, skip_hint=False)
+            self._tokens[id(pool)] = tokenize_pool(pool, tokenizer, config, skip_hint=False)
+
+    def tokens(self, pool: Pool) -> list[Tokenized | None]:
+        """``pool``'s examples under the model's tokenizer, tokenized once per run (by
+        :meth:`check`, which every method calls first)."""
+        self.loaded  # noqa: B018 -- the model's tokenizer settles which tokens are valid
+        if id(pool) not in self._tokens:
+            self.check(*self._checked, pool)
+        return self._tokens[id(pool)]
 
     def _read_given(self, gradient: GradientKind) -> list[Checkpoint]:
         from selectkit.train.checkpoints import check_optimizer_state, find_checkpoints
@@ -447,6 +457,7 @@ class GradientPipeline:
         return featurize(
             pool,
             self.loaded,
+            tokens=self.tokens(pool),
             checkpoints=checkpoints,
             lora=p.lora(),
             config=config,
