@@ -22,6 +22,7 @@ from selectkit.commands.options import (
 from selectkit.commands.plugins import methods_command, plugins_command
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.retrain import lds_command, retrain_command
+from selectkit.commands.runconfig import config_option, record_run
 from selectkit.commands.train import evaluate_command, train_command
 from selectkit.commands.warmup import warmup_command
 from selectkit.host import Host, get_host
@@ -46,6 +47,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command("select")
+@config_option
 @click.option("--method", "-m", required=True, help="Selection method (see `selectkit plugins`).")
 @click.option("--pool", "pool_path", required=True, type=click.Path(exists=True), help="Pool file.")
 @click.option("--target", "target_path", type=click.Path(exists=True), help="Target examples.")
@@ -76,6 +78,9 @@ def cli(debug: bool) -> None:
 @pool_options
 def select_command(**kw: Any) -> None:
     """Select a budgeted subset of a pool and write it, with its manifest, to --out.
+
+    The options can come from a run file (--config run.toml); the manifest records them, so
+    `--config OUT.manifest.json --out AGAIN.jsonl` repeats the run.
 
     The records, the manifest and the scores are published together when the selection is
     complete; until then (and if anything fails) the previous files are left as they were.
@@ -131,6 +136,7 @@ def select_command(**kw: Any) -> None:
             host=host,
         )
         selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
+        selection.manifest["run"] = record_run(click.get_current_context(), kw)
         written = outputs.write(selection, pool)
     if not kw["quiet"]:
         _print_summary(selection, pool, written)
