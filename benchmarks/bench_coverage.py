@@ -12,6 +12,8 @@ under 10 group quotas. Prints, each timed against its floor in the same run:
   every lazy re-evaluation, each a pass over ``n`` similarities) computed in full blocks
   (target: at most 3x); the evaluations beside plain greedy's ``k · n``; the certified ratio
   to the best value.
+- for each, short hashes of the selection (indices, weights) and of the reported scores (values,
+  objective): a change that must keep selections bit for bit must keep these.
 
 Run: ``python benchmarks/bench_coverage.py [--n 50000] [--fl-n 20000] [--dim 512] [--k 500]``;
 about two minutes on 2 CPU cores. Reports and always exits 0.
@@ -20,14 +22,15 @@ about two minutes on 2 CPU cores. Reports and always exits 0.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 
 import numpy as np
 import torch  # noqa: F401  (imported before any timing: facility location runs on torch)
 
 from selectkit.solvers.budget import Budget, Constraints, Quota, resolve
+from selectkit.solvers.farthest_first import FarthestFirstSolver
 from selectkit.solvers.greedy import GreedySolver
-from selectkit.solvers.kcenter import KCenterSolver
 from selectkit.solvers.objectives import FacilityLocation, KCenter
 
 N_GROUPS = 10
@@ -45,7 +48,7 @@ def clustered_rows(n: int, dim: int, clusters: int, rng: np.random.Generator) ->
 def radius(objective: KCenter, centers: np.ndarray) -> float:
     nearest = np.full(len(objective), np.inf)
     for center in centers:
-        np.minimum(nearest, objective.distances.to(int(center)), out=nearest)
+        np.minimum(nearest, objective.centred.distances_to(int(center)), out=nearest)
     return float(nearest.max())
 
 
@@ -62,16 +65,29 @@ def count_problem(n: int, k: int, rng: np.random.Generator):
     )
 
 
+def digest(solution, values: np.ndarray) -> str:
+    """Short hashes of the selection (indices and weights) and of the reported scores (values
+    and objective), to check that a change keeps both bit for bit."""
+    picked = hashlib.sha256(np.asarray(solution.indices, dtype=np.int64).tobytes())
+    if solution.weights is not None:
+        picked.update(np.ascontiguousarray(solution.weights, dtype=np.float64).tobytes())
+    scores = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    scores.update(np.array([solution.objective]).tobytes())
+    return f"selection {picked.hexdigest()[:16]}, scores {scores.hexdigest()[:16]}"
+
+
 def bench_kcenter(rows: np.ndarray, k: int, rng: np.random.Generator) -> None:
     n = len(rows)
     problem = count_problem(n, k, rng)
     print(f"k-center: {n:,} rows x {rows.shape[1]} float32, k={k}, {N_GROUPS} group quotas")
     objective = KCenter(rows)
+    centred = objective.centred  # the rows read and centred once, before the traversal is timed
     started = time.perf_counter()
-    solution = KCenterSolver().solve(objective, problem, seed=0)
+    solution = FarthestFirstSolver().solve(objective, problem, seed=0)
     solve_s = time.perf_counter() - started
+    print(f"  {digest(solution, objective.values)}")
 
-    x = objective.distances.x
+    x = centred.x
     started = time.perf_counter()
     for center in solution.indices:
         x @ x[center]
@@ -104,6 +120,7 @@ def bench_facility(rows: np.ndarray, k: int, rng: np.random.Generator) -> None:
     for start in range(0, n, 1024):
         similarity.between(slice(start, start + 1024), np.arange(n)).sum(dim=0)
     pass_s = time.perf_counter() - started
+    print(f"  {digest(solution, objective.values)}")
     evaluations = solution.details["evaluations"]
     floor_s = pass_s * (n + evaluations) / n
     ratio = solve_s / floor_s

@@ -45,8 +45,9 @@ import numpy as np
 import torch
 
 from selectkit.features.npyfiles import row_checksums
-from selectkit.features.scoring import RowSource, score_pool
+from selectkit.features.scoring import score_pool
 from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus, key_id
+from selectkit.rows import RowSource
 
 THROUGHPUT_TARGET = 0.50
 CHECKSUM_TARGET = 0.10

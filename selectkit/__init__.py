@@ -37,6 +37,7 @@ _EXPORTS = {
     "Quota": "selectkit.solvers.budget",
     "LogWeights": "selectkit.solvers.objectives",
     "Objective": "selectkit.solvers.objectives",
+    "PerRecord": "selectkit.solvers.objectives",
     "Scores": "selectkit.solvers.objectives",
     "Weights": "selectkit.solvers.objectives",
     "FeaturizeConfig": "selectkit.features.featurize",
@@ -74,6 +75,7 @@ __all__ = [
     "Method",
     "ModelOptions",
     "Objective",
+    "PerRecord",
     "Pool",
     "Quota",
     "Record",
@@ -130,7 +132,7 @@ if TYPE_CHECKING:
     from selectkit.selection import Selection
     from selectkit.solvers.base import Solution, Solver
     from selectkit.solvers.budget import Budget, Constraints, Quota
-    from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
+    from selectkit.solvers.objectives import LogWeights, Objective, PerRecord, Scores, Weights
     from selectkit.train.evaluate import target_loss
     from selectkit.train.finetune import FinetuneConfig, finetune, finetune_selection
     from selectkit.train.warmup import WarmupConfig, warmup

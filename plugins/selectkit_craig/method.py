@@ -27,8 +27,8 @@ from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
 from selectkit.methods import Context, Method
+from selectkit.rows import combine_checkpoints
 from selectkit.solvers.objectives import FacilityLocation
-from selectkit.solvers.rows import combine_checkpoints
 
 CheckpointsUsed = Literal["last", "all"]
 Metric = Literal["euclidean", "cosine"]

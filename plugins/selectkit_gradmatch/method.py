@@ -37,8 +37,8 @@ from selectkit.features.pipeline import (
     learning_rates,
 )
 from selectkit.methods import Context, Method
+from selectkit.rows import combine_checkpoints, row_mean
 from selectkit.solvers.objectives import Matching
-from selectkit.solvers.rows import combine_checkpoints, row_mean
 
 CheckpointsUsed = Literal["last", "all"]
 

@@ -23,8 +23,8 @@ from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
 from selectkit.methods import Context, Method
+from selectkit.rows import combine_checkpoints
 from selectkit.solvers.objectives import KCenter
-from selectkit.solvers.rows import combine_checkpoints
 
 
 @dataclass(frozen=True)

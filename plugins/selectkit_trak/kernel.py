@@ -32,7 +32,7 @@ Two exact forms, both through a symmetric eigendecomposition ``K = V diag(w) V�
   ``τ[:, t] = (G + λI)⁻¹ Φ φ_tᵀ`` with the ``n × n`` Gram matrix ``G = ΦΦᵀ``; the pool rows are
   held in float64 (``n·d ≤ d²`` values, no more than the primal kernel).
 
-Features come from any :class:`~selectkit.features.scoring.RowSource` (the feature store's
+Features come from any :class:`~selectkit.rows.RowSource` (the feature store's
 ``FeatureSet``, ``ArrayRows``, or :class:`ScaledRows`). Everything is computed in float64.
 """
 
@@ -44,7 +44,7 @@ from typing import Literal
 import numpy as np
 
 from selectkit.errors import ParamError
-from selectkit.features.scoring import RowSource
+from selectkit.rows import RowSource
 
 #: Bytes of float64 pool rows per chunk in the primal form's two passes.
 CHUNK_BYTES = 64 << 20

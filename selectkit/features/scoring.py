@@ -5,10 +5,11 @@ gradients, summed over warmup checkpoints with one weight each (the learning rat
 ``S = Σ_c w_c · sim(pool_c, target_c)``. The pool is large and lives on disk, so its rows are
 read a chunk at a time; the targets are small and are loaded once onto the device.
 
-Features come from any :class:`RowSource` (the on-disk feature store, or :class:`ArrayRows` for
-an in-memory array). Similarities are computed in float32 on ``device``. The chunk size is
-derived from a memory budget that counts the read buffer, its float32 copy, the result chunks
-and the resident targets, so peak memory is bounded by the budget, not by the pool.
+Features come from any :class:`~selectkit.rows.RowSource` (the on-disk feature store, or
+:class:`~selectkit.rows.ArrayRows` for an in-memory array). Similarities are computed in float32
+on ``device``. The chunk size is derived from a memory budget that counts the read buffer, its
+float32 copy, the result chunks and the resident targets, so peak memory is bounded by the
+budget, not by the pool.
 
 ``score_pool``'s ``mean`` and ``subtask_max`` aggregates are linear in the similarities over
 the targets, so the (normalized, weighted) targets are averaged once up front — by one matmul
@@ -24,11 +25,12 @@ import math
 import warnings
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from selectkit.errors import ParamError
+from selectkit.rows import RowSource
 
 if TYPE_CHECKING:
     import torch
@@ -51,53 +53,6 @@ _ROW_OVERHEAD_BYTES = 32
 #: library's packing buffers (MKL kept 20-40 MiB for a (4096 x 8192) @ (8192 x 1024) GEMM on
 #: 2 threads), allocator slack left by loading the targets (~16 MiB) and imports (tqdm).
 _UNTRACKED_SHARE = 1 / 6
-
-
-@runtime_checkable
-class RowSource(Protocol):
-    """Rows of equal dimension that can be read by range: the feature store's ``FeatureSet``,
-    :class:`ArrayRows`, or anything with these members. A ``dtype`` attribute, when present,
-    tells the memory planner the size of the read buffer (float64 is assumed otherwise)."""
-
-    @property
-    def num_rows(self) -> int: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start`` to ``stop`` (exclusive) as a ``(stop - start, dim)`` float array."""
-        ...
-
-
-class ArrayRows:
-    """An in-memory 2-D float array as a :class:`RowSource` (for notebooks and tests)."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        array = np.asarray(array)
-        if array.ndim != 2:
-            raise ParamError(f"ArrayRows needs a 2-D array of rows, got shape {array.shape}")
-        if array.dtype.kind != "f":
-            raise ParamError(f"ArrayRows needs a floating-point array, got dtype {array.dtype}")
-        self.array = array
-
-    @property
-    def num_rows(self) -> int:
-        return self.array.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.array.shape[1]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.array.dtype
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.array[start:stop]
-
-    def __repr__(self) -> str:
-        return f"ArrayRows({self.num_rows} x {self.dim}, {self.dtype})"
 
 
 @dataclass(frozen=True)

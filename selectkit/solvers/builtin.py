@@ -6,7 +6,8 @@
 - ``lp``: the LP relaxation, rounded down and filled greedily; reports the LP value as bound.
 - ``omp``: gradient matching (``Matching``) by non-negative orthogonal matching pursuit.
 - ``greedy``: lazy greedy for set functions (``FacilityLocation``), with an upper bound.
-- ``kcenter``: farthest-first traversal for ``KCenter``, with a lower bound on the radius.
+- ``kcenter``: farthest-first traversal (``FarthestFirstSolver``) for ``KCenter``, with a lower
+  bound on the radius.
 
 Nothing here imports cvxpy, scipy or torch at import time.
 """
@@ -23,10 +24,15 @@ from selectkit.errors import ParamError
 from selectkit.markers import hookimpl
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
+from selectkit.solvers.farthest_first import FarthestFirstSolver
 from selectkit.solvers.greedy import GreedySolver
-from selectkit.solvers.kcenter import KCenterSolver
-from selectkit.solvers.knapsack import drop_worthless, greedy, ratio_order, solve_tokens
-from selectkit.solvers.models import canonical_count, count_model, require_solution, token_model
+from selectkit.solvers.knapsack import drop_worthless, fill_in_order, ratio_order, solve_tokens
+from selectkit.solvers.milp_models import (
+    canonical_count,
+    count_model,
+    require_solution,
+    token_model,
+)
 from selectkit.solvers.objectives import LogWeights, Objective, Scores, Weights
 from selectkit.solvers.omp import OmpSolver
 from selectkit.solvers.sampling import gumbel_keys, take_by_count, take_by_tokens
@@ -196,7 +202,7 @@ class LpSolver(Solver):
         x = require_solution(result, limit)
         start = np.zeros(len(ks.items), dtype=bool)
         start[np.flatnonzero(keep)[x >= 1 - 1e-6]] = True
-        taken, met = greedy(ks, ratio_order(ks), ks.values > 0, start=start)
+        taken, met = fill_in_order(ks, ratio_order(ks), ks.values > 0, start=start)
         taken = drop_worthless(ks, taken, ks.values <= 0)
         details: dict[str, Any] = {"lp_status": result.status, "lp_variables": int(keep.sum())}
         bound = ks.fixed_value + float(result.bound or 0.0)
@@ -283,4 +289,4 @@ def _values(objective: Objective, problem: Problem, solver: str) -> np.ndarray:
 
 @hookimpl
 def selectkit_register_solvers() -> list[type[Solver]]:
-    return [ExactSolver, MilpSolver, LpSolver, OmpSolver, GreedySolver, KCenterSolver]
+    return [ExactSolver, MilpSolver, LpSolver, OmpSolver, GreedySolver, FarthestFirstSolver]

@@ -18,23 +18,24 @@ def solve(
     problem: Problem,
     *,
     seed: int,
+    host: Host,
     solver: str | Solver | None = None,
-    host: Host | None = None,
 ) -> Solution:
     """Choose records for ``objective`` under ``problem``.
 
-    ``solver`` is a registered solver name, a configured :class:`Solver` instance, or ``None``
-    for the first registered solver (built-ins first) whose ``accepts`` is true. Raises
-    :class:`ParamError` naming the objective type when no solver (or not the named one) can
-    handle it.
+    ``solver`` is a solver name registered with ``host``, a configured :class:`Solver`
+    instance, or ``None`` for the first of ``host``'s solvers (built-ins first) whose
+    ``accepts`` is true. Raises :class:`ParamError` naming the objective type when no solver
+    (or not the named one) can handle it. The host is always given: the caller's own (a
+    test's, a notebook's) or the entry point's, never a process-wide fallback.
     """
     kind = type(objective).__name__
     if isinstance(solver, Solver):
         chosen = solver
     elif solver is not None:
-        chosen = _host(host).solver(solver)()
+        chosen = host.solver(solver)()
     else:
-        registry = _host(host).solvers
+        registry = host.solvers
         for solver_cls in registry.values():
             candidate = solver_cls()
             if candidate.accepts(objective, problem):
@@ -51,11 +52,3 @@ def solve(
             f"budget (it handles: {handled})"
         )
     return chosen.solve(objective, problem, seed=seed)
-
-
-def _host(host: Host | None) -> Host:
-    if host is not None:
-        return host
-    from selectkit.host import get_host
-
-    return get_host()

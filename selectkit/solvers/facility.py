@@ -11,37 +11,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from selectkit.errors import ParamError
-from selectkit.features.scoring import RowSource
-from selectkit.solvers.rows import read_all
+from selectkit.rows import RowSource, read_all
 
 if TYPE_CHECKING:
     import torch
 
-METRICS = ("euclidean", "cosine")
-
 
 class Similarity:
-    """Non-negative pairwise similarities of in-memory float32 rows.
+    """Non-negative pairwise similarities of the pool's rows, held in memory as float32.
 
     ``euclidean``: ``top − ||x_i − x_j||`` with ``top = 2 · max_i ||x_i − mean||`` (at least the
     largest distance, so every similarity is >= 0). ``cosine``: ``(1 + cos(x_i, x_j)) / 2``,
-    with ``top = 1``; a zero row has cosine 0 with everything.
+    with ``top = 1``; a zero row has cosine 0 with everything. The metric and memory limit are
+    the objective's, checked there.
     """
 
     def __init__(self, rows: RowSource, metric: str, memory_limit: int) -> None:
         import torch
 
-        if metric not in METRICS:
-            raise ParamError(f"metric must be one of {', '.join(METRICS)}, not '{metric}'")
-        if memory_limit < 1:
-            raise ParamError(f"memory_limit must be a positive number of bytes, got {memory_limit}")
-        n = rows.num_rows
-        if n == 0:
-            raise ParamError("facility location needs at least one feature row")
         x = torch.from_numpy(read_all(rows, memory_limit))
         self.metric = metric
-        self.n = n
+        self.n = rows.num_rows
         if metric == "cosine":
             norms = torch.linalg.vector_norm(x, dim=1)
             x = x * torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))[:, None]
@@ -49,7 +39,8 @@ class Similarity:
         else:
             # Distances do not change under a shift; centring shrinks the norms, and with them
             # the float32 cancellation in |x|² + |y|² − 2xy (about sqrt(eps) · |x| for
-            # near-duplicates).
+            # near-duplicates). This is torch's float32 mean, not CentredRows' float64 one:
+            # switching would move every similarity by an ulp and CRAIG's outputs with it.
             x = x - x.mean(dim=0)
             self.sq = (x * x).sum(dim=1)
             # Squared distances below float32's resolution of |x|² count as 0, so a record is

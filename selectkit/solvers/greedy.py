@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selectkit.errors import ParamError
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
 from selectkit.solvers.objectives import Objective, SetFunction
-from selectkit.solvers.picking import Picker
+from selectkit.solvers.picking import Picker, check_count_problem
 from selectkit.solvers.topk import best_first, top_mask
 
 RATIO = 1 - 1 / math.e
@@ -103,20 +102,6 @@ class GreedySolver(Solver):
             bound=max(bound, state.value),
             details=details,
             weights=state.weights(order),
-        )
-
-
-def check_count_problem(solver: str, objective: Objective, problem: Problem) -> None:
-    """Refuse token budgets and objectives of the wrong length, naming what is supported."""
-    if problem.unit != "items":
-        raise ParamError(
-            f"solver '{solver}' supports count budgets (-b 500 or -b 5%), not token budgets: "
-            f"a {type(objective).__name__} objective has no per-token utility to pack"
-        )
-    if len(objective) != problem.size:
-        raise ParamError(
-            f"solver '{solver}': the objective has {len(objective)} records but the pool has "
-            f"{problem.size}"
         )
 
 

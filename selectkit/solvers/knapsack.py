@@ -10,9 +10,9 @@ The exact path (:func:`solve_tokens`) is
    globally by ratio, never past a group's maximum. Each group's last item and the global break
    item may be fractional. The LP duals (a budget price and one price per group) give every item
    a reduced cost and a dual bound equal to the LP optimum.
-3. :func:`greedy`: an integral selection in the same order (minimums first, allowed to overshoot
-   a minimum but never a maximum or the budget; then the budget in global order, skipping items
-   that do not fit).
+3. :func:`fill_in_order`: an integral selection in the same order (minimums first, allowed to
+   overshoot a minimum but never a maximum or the budget; then the budget in global order,
+   skipping items that do not fit).
 4. If the greedy is further from the LP bound than ``gap_tolerance``, or misses a minimum,
    reduced-cost fixing keeps only the items whose reduced cost is smaller than
    ``bound - incumbent`` (any solution that moves another item off its LP value is provably no
@@ -232,7 +232,7 @@ def relax(ks: Knapsack, order: np.ndarray) -> Relaxation:
     return Relaxation(x, bound, price, group_price, reduced, dual_bound)
 
 
-def greedy(
+def fill_in_order(
     ks: Knapsack,
     order: np.ndarray,
     fill: np.ndarray,
@@ -383,7 +383,7 @@ def solve_tokens(
     order = ratio_order(ks)
     lp = relax(ks, order)
     worthless = ks.values <= 0
-    taken, met = greedy(ks, order, ~worthless)
+    taken, met = fill_in_order(ks, order, ~worthless)
     taken = drop_worthless(ks, taken, worthless)
     incumbent = ks.value_of(taken) if met else -math.inf
     details: dict[str, Any] = {

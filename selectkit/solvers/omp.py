@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from selectkit.rows import chunk_rows, matvec, read_rows
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
-from selectkit.solvers.greedy import check_count_problem
 from selectkit.solvers.nnls import nnls_gram
 from selectkit.solvers.objectives import Matching, Objective
-from selectkit.solvers.picking import Picker
-from selectkit.solvers.rows import chunk_rows, matvec, read_rows
+from selectkit.solvers.picking import Picker, check_count_problem
 
 
 class OmpSolver(Solver):
@@ -43,7 +42,7 @@ class OmpSolver(Solver):
         if chunk_rows(rows, objective.memory_limit) >= rows.num_rows:
             rows = _Cached(read_rows(rows, 0, rows.num_rows))
         scale = float(problem.limit) if objective.scale_to_budget else 1.0
-        target = objective.target * scale
+        target = objective.target_row * scale
         fit = _Fit(problem.limit, rows.dim, target, objective.l2)
         picker = Picker(problem)
         for index in np.flatnonzero(problem.required):

@@ -1,19 +1,25 @@
 """Which records a one-at-a-time greedy may add next under a count budget and group quotas.
 
-Greedy solvers (gradient matching's OMP, facility location) add required records first, then one
-record per step. A group at its maximum is closed; once the records still to pick equal the
-group minimums still unmet, only groups below their minimum stay open. ``resolve`` has already
-checked that the budget, the quotas and the required and excluded records fit together, so this
-rule always ends with exactly ``limit`` records and every quota met.
+Greedy solvers (gradient matching's OMP, facility location, k-center's farthest-first) add
+required records first, then one record per step. A group at its maximum is closed; once the
+records still to pick equal the group minimums still unmet, only groups below their minimum stay
+open. ``resolve`` has already checked that the budget, the quotas and the required and excluded
+records fit together, so this rule always ends with exactly ``limit`` records and every quota
+met.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from selectkit.errors import BudgetError
+from selectkit.errors import BudgetError, ParamError
 from selectkit.solvers.budget import Problem
 from selectkit.solvers.topk import bucket_of
+
+if TYPE_CHECKING:
+    from selectkit.solvers.objectives import Objective
 
 
 class Picker:
@@ -53,3 +59,17 @@ class Picker:
                 "leave none selectable"
             )
         return mask
+
+
+def check_count_problem(solver: str, objective: Objective, problem: Problem) -> None:
+    """Refuse token budgets and objectives of the wrong length, naming what is supported."""
+    if problem.unit != "items":
+        raise ParamError(
+            f"solver '{solver}' supports count budgets (-b 500 or -b 5%), not token budgets: "
+            f"a {type(objective).__name__} objective has no per-token utility to pack"
+        )
+    if len(objective) != problem.size:
+        raise ParamError(
+            f"solver '{solver}': the objective has {len(objective)} records but the pool has "
+            f"{problem.size}"
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit.solvers.budget import Problem
-from selectkit.solvers.knapsack import drop_worthless, greedy, prepare, solve_tokens
+from selectkit.solvers.knapsack import drop_worthless, fill_in_order, prepare, solve_tokens
 from selectkit.solvers.topk import best_first, select_count
 
 
@@ -53,7 +53,7 @@ def take_by_tokens(keys: np.ndarray, problem: Problem) -> tuple[np.ndarray, bool
     local = ks.values
     order = np.argsort(-local, kind="stable")
     zero_weight = ~np.isfinite(local)
-    taken, met = greedy(ks, order, ~zero_weight)
+    taken, met = fill_in_order(ks, order, ~zero_weight)
     if met:
         taken = drop_worthless(ks, taken, zero_weight)
         selected = np.concatenate((ks.fixed, ks.items[taken]))

@@ -13,13 +13,12 @@ import torch
 
 from selectkit.errors import ParamError
 from selectkit.features.scoring import (
-    ArrayRows,
-    RowSource,
     iter_similarity,
     score_pool,
     similarity_matrix,
     subtask_matrix,
 )
+from selectkit.rows import ArrayRows, RowSource
 
 N_POOL, N_TARGET = 103, 11
 DIMS = (32, 24, 40)  # dims may differ between checkpoints

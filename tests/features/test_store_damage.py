@@ -28,7 +28,7 @@ from selectkit.features.store import (
     check_entry,
     verify_entry,
 )
-from selectkit.solvers.rows import read_all
+from selectkit.rows import read_all
 
 from .test_store import FILE_BYTES, _block, _layout
 

@@ -16,8 +16,8 @@ from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientPipeline, learning_rates
 from selectkit.host import get_host
 from selectkit.methods import Context
+from selectkit.rows import combine_checkpoints
 from selectkit.solvers.objectives import KCenter
-from selectkit.solvers.rows import combine_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,11 @@ def distances(targeted, gradient_params):
     pipeline = GradientPipeline(KCenterParams(**gradient_params), Context(host=get_host()))
     sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
     rows = combine_checkpoints(sets, learning_rates(sets), "last")
-    return KCenter(rows, metric="cosine").distances
+    return KCenter(rows, metric="cosine").centred
 
 
 def _radius(distances, centers) -> float:
-    return float(np.min([distances.to(int(c)) for c in centers], axis=0).max())
+    return float(np.min([distances.distances_to(int(c)) for c in centers], axis=0).max())
 
 
 def test_kcenter_covers_the_pool_better_than_random_subsets(targeted, gradient_params, distances):
@@ -51,7 +51,7 @@ def test_weighted_puts_cluster_sizes_on_the_selection(targeted, gradient_params,
     pool, _ = targeted
     params = {**gradient_params, "weighted": True}
     selection = select(pool, "kcenter", 10, params=params, seed=0)
-    nearest = np.argmin([distances.to(int(c)) for c in selection.indices], axis=0)
+    nearest = np.argmin([distances.distances_to(int(c)) for c in selection.indices], axis=0)
     np.testing.assert_array_equal(selection.weights, np.bincount(nearest, minlength=10))
     assert selection.weights.sum() == len(pool)
 

@@ -14,11 +14,11 @@ from selectkit.errors import ParamError
 from selectkit.solvers.budget import Budget, Quota
 from selectkit.solvers.builtin import ExactSolver, MilpParams, MilpSolver
 from selectkit.solvers.dispatch import solve
-from selectkit.solvers.objectives import LogWeights, Objective, Scores
+from selectkit.solvers.objectives import LogWeights, PerRecord, Scores
 
 
 @dataclass(frozen=True)
-class Exotic(Objective):
+class Exotic(PerRecord):
     """An objective kind no built-in solver knows."""
 
 

@@ -146,7 +146,7 @@ def test_deterministic(kit, host):
 
 def test_errors_before_any_work(kit, host):
     x = np.ones((4, 2))
-    with pytest.raises(ParamError, match="metric must be one of"):
+    with pytest.raises(ParamError, match="metric must be euclidean or cosine"):
         FacilityLocation(x, metric="manhattan")
     tokens = kit.make_problem(np.ones(4, dtype=int), np.full(4, -1), 0, Budget.tokens(2))
     with pytest.raises(ParamError, match="supports count budgets"):

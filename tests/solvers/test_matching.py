@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from selectkit.errors import ParamError
-from selectkit.features.scoring import ArrayRows
+from selectkit.rows import ArrayRows, ScaledColumns
 from selectkit.solvers.budget import Budget, Quota
 from selectkit.solvers.dispatch import solve
 from selectkit.solvers.nnls import nnls_gram
 from selectkit.solvers.objectives import Matching
-from selectkit.solvers.rows import ScaledColumns
 
 
 def plain(n: int, k: int, kit, **kwargs):
@@ -157,7 +156,7 @@ def test_errors_before_any_work(kit, host):
     bad = features.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ParamError, match="record 3 is not finite"):
-        Matching(bad, np.ones(3))
+        solve(Matching(bad, np.ones(3)), plain(5, 2, kit), seed=0, host=host)
 
 
 def test_scaled_columns_weight_inner_products_by_learning_rate():

@@ -10,7 +10,7 @@ from selectkit.solvers.budget import Budget, Quota
 from selectkit.solvers.builtin import ExactParams, ExactSolver
 from selectkit.solvers.dispatch import solve
 from selectkit.solvers.knapsack import (
-    greedy,
+    fill_in_order,
     prepare,
     ratio_order,
     relax,
@@ -18,7 +18,7 @@ from selectkit.solvers.knapsack import (
     walk_many,
     walk_to,
 )
-from selectkit.solvers.models import token_model
+from selectkit.solvers.milp_models import token_model
 from selectkit.solvers.objectives import Scores, Weights
 
 EXACT = ExactSolver(ExactParams(gap_tolerance=0.0))
@@ -237,7 +237,7 @@ def test_milp_and_lp_solvers_on_small_cases(kit, host):
         assert lp.bound >= best - 1e-6
 
 
-def test_greedy_respects_caps_and_budget(kit):
+def test_fill_in_order_respects_caps_and_budget(kit):
     rng = np.random.default_rng(8)
     for _ in range(50):
         n = 200
@@ -247,7 +247,7 @@ def test_greedy_respects_caps_and_budget(kit):
         quotas = {"g0": Quota(100, 300), "g1": Quota(0, 120)}
         problem = kit.make_problem(costs, codes, 3, Budget.tokens(2000), quotas)
         ks = prepare(values, problem, values > 0)
-        taken, met = greedy(ks, ratio_order(ks), ks.values > 0)
+        taken, met = fill_in_order(ks, ratio_order(ks), ks.values > 0)
         assert int(ks.costs[taken].sum()) <= ks.room
         used = ks.bucket_totals(taken)
         assert (used <= ks.cap).all()

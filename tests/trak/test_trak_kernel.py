@@ -7,7 +7,7 @@ import pytest
 from selectkit_trak.kernel import ScaledRows, checkpoint_scores, trak_scores
 
 from selectkit.errors import ParamError
-from selectkit.features.scoring import ArrayRows
+from selectkit.rows import ArrayRows
 
 
 def direct(phi: np.ndarray, targets: np.ndarray, damping: float) -> np.ndarray:

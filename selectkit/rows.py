@@ -1,24 +1,77 @@
-"""Feature rows for the matching and set-function objectives, read a chunk at a time.
+"""Feature rows: where they come from, how they are read, and the in-memory copies the
+coverage objectives measure distances on.
 
-Rows come from any :class:`~selectkit.features.scoring.RowSource` (a stored ``FeatureSet``, an
-in-memory array wrapped in ``ArrayRows``) or from several checkpoints' sets side by side
-(:class:`ScaledColumns`). Chunks are sized from a memory limit, so a pool larger than memory is
-streamed instead of loaded.
+A :class:`RowSource` is anything that reads rows of equal dimension by range: the feature
+store's ``FeatureSet``, an in-memory array wrapped in :class:`ArrayRows`, or several
+checkpoints' sets side by side (:class:`ScaledColumns`). Scoring, the solvers and the method
+plugins all read rows through it, a chunk at a time, with chunks sized from a memory limit so a
+pool larger than memory is streamed instead of loaded.
+
+k-center and facility location need every row in memory: both read them here, as float32, and
+measure on the same copies (:func:`unit_rows` for cosine, :class:`CentredRows` for distances).
+
+A leaf module: it imports nothing from selectkit but its errors.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from selectkit.errors import ParamError
-from selectkit.features.scoring import ArrayRows, RowSource
 
 #: Bytes a chunk of rows may use when the caller does not say.
 DEFAULT_MEMORY = 256 << 20
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """Rows of equal dimension that can be read by range: the feature store's ``FeatureSet``,
+    :class:`ArrayRows`, or anything with these members. A ``dtype`` attribute, when present,
+    tells the memory planner the size of the read buffer (float64 is assumed otherwise)."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start`` to ``stop`` (exclusive) as a ``(stop - start, dim)`` float array."""
+        ...
+
+
+class ArrayRows:
+    """An in-memory 2-D float array as a :class:`RowSource` (for notebooks and tests)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        if array.ndim != 2:
+            raise ParamError(f"ArrayRows needs a 2-D array of rows, got shape {array.shape}")
+        if array.dtype.kind != "f":
+            raise ParamError(f"ArrayRows needs a floating-point array, got dtype {array.dtype}")
+        self.array = array
+
+    @property
+    def num_rows(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.array.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+    def __repr__(self) -> str:
+        return f"ArrayRows({self.num_rows} x {self.dim}, {self.dtype})"
 
 
 def as_rows(features: Any) -> RowSource:
@@ -123,8 +176,8 @@ def check_finite(values: np.ndarray, what: str) -> np.ndarray:
 
 
 def read_all(rows: RowSource, memory_limit: int = DEFAULT_MEMORY) -> np.ndarray:
-    """Every row in memory as one float32 array, read a chunk at a time; a record whose row
-    holds NaN or Inf is named."""
+    """Every row in memory as one new float32 array, read a chunk at a time; a record whose
+    row holds NaN or Inf is named."""
     out = np.empty((rows.num_rows, rows.dim), dtype=np.float32)
     for start, chunk in iter_chunks(rows, memory_limit):
         out[start : start + len(chunk)] = chunk
@@ -151,3 +204,50 @@ def matvec(rows: RowSource, vector: np.ndarray, memory_limit: int = DEFAULT_MEMO
     for start, chunk in iter_chunks(rows, memory_limit):
         out[start : start + len(chunk)] = chunk @ v32
     return check_finite(out, "the correlation")
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (float32, in memory) scaled to unit length in place and returned; a zero row
+    stays zero. Cosine similarity is the inner product of these rows."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[norms[:, 0] == 0] = 0.0
+    np.divide(rows, norms, out=rows, where=norms > 0)
+    return rows
+
+
+class CentredRows:
+    """Every row in memory as float32 minus the rows' mean, with its squared norm (float64):
+    the rows k-center and facility location measure Euclidean distances on.
+
+    Distances do not change under a shift; centring shrinks the norms, and with them the
+    float32 cancellation in ``|x|² + |c|² − 2 x·c`` (about ``sqrt(eps) · |x|`` for
+    near-duplicates). A squared distance below float32's resolution of the largest ``|x|²``
+    (``floor``) counts as 0, so a record is at distance 0 from itself.
+    """
+
+    def __init__(self, rows: np.ndarray) -> None:
+        """Take over ``rows`` (a float32 array nothing else uses) and centre it in place."""
+        rows -= rows.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.x = rows
+        self.sq = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+        self.floor = 8 * float(np.finfo(np.float32).eps) * float(self.sq.max(initial=0.0))
+
+    @classmethod
+    def read(
+        cls, source: RowSource, memory_limit: int = DEFAULT_MEMORY, *, unit: bool = False
+    ) -> CentredRows:
+        """The source's rows, centred (first scaled to unit length when ``unit``: Euclidean
+        distances of unit rows are ``sqrt(2 − 2 cos)``); one float32 copy in memory."""
+        rows = read_all(source, memory_limit)
+        return cls(unit_rows(rows) if unit else rows)
+
+    def distances_to(self, index: int) -> np.ndarray:
+        """Float64 distances of every row to row ``index``."""
+        dots = self.x @ self.x[index]
+        squared = self.sq + self.sq[index] - 2.0 * dots.astype(np.float64)
+        squared[squared <= self.floor] = 0.0
+        return np.sqrt(squared)
+
+    def nearest_to_mean(self, allowed: np.ndarray) -> int:
+        """The allowed row nearest the mean of all rows (the first of equals)."""
+        return int(np.flatnonzero(allowed)[np.argmin(self.sq[allowed])])

@@ -1,5 +1,5 @@
-"""``kcenter``: farthest-first traversal for the k-center problem, under a count budget, required
-and excluded records and group quotas.
+"""Farthest-first traversal (the ``kcenter`` solver) for the k-center problem, under a count
+budget, required and excluded records and group quotas.
 
 k-center asks for ``k`` records (centers) that leave every pool record close to one of them:
 minimize the radius ``max_i min_{c∈S} d(i, c)``. Farthest-first traversal (Gonzalez 1985) starts
@@ -14,8 +14,9 @@ leave two of those ``k + 1`` records sharing one, so no selection does better th
 The radius covers every pool record, excluded ones too (they must still be represented).
 
 Distances are Euclidean on the feature rows (``cosine``: on the rows scaled to unit length,
-``sqrt(2 − 2 cos)``), held in memory as float32; each step costs one pass over the pool
-(``O(n · dim)``), the whole run ``O(k · n · dim)``.
+``sqrt(2 − 2 cos)``), held in memory as float32 :class:`~selectkit.rows.CentredRows` (the rows
+facility location measures on too); each step costs one pass over the pool (``O(n · dim)``), the
+whole run ``O(k · n · dim)``.
 """
 
 from __future__ import annotations
@@ -24,36 +25,13 @@ import numpy as np
 
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
-from selectkit.solvers.greedy import check_count_problem
 from selectkit.solvers.objectives import KCenter, Objective
-from selectkit.solvers.picking import Picker
+from selectkit.solvers.picking import Picker, check_count_problem
 
 
-class Distances:
-    """Distances from one record to every record, on centred float32 rows (centring shrinks
-    the norms and with them the cancellation in ``|x|² + |c|² − 2 x·c``)."""
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.x = rows - rows.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.sq = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
-        # Below float32's resolution of |x|², a squared distance counts as 0: a record is at
-        # distance 0 from itself.
-        self.floor = 8 * float(np.finfo(np.float32).eps) * float(self.sq.max(initial=0.0))
-
-    def to(self, index: int) -> np.ndarray:
-        """Float64 distances of every record to record ``index``."""
-        dots = self.x @ self.x[index]
-        squared = self.sq + self.sq[index] - 2.0 * dots.astype(np.float64)
-        squared[squared <= self.floor] = 0.0
-        return np.sqrt(squared)
-
-    def nearest_to_mean(self, allowed: np.ndarray) -> int:
-        """The allowed record nearest the mean of all rows (the first of equals)."""
-        return int(np.flatnonzero(allowed)[np.argmin(self.sq[allowed])])
-
-
-class KCenterSolver(Solver):
-    """Farthest-first traversal for k-center under a count budget and quotas."""
+class FarthestFirstSolver(Solver):
+    """Farthest-first traversal for k-center under a count budget and quotas. Registered as
+    ``kcenter``, the name users type (``--solver kcenter``)."""
 
     name = "kcenter"
     objectives = (KCenter,)
@@ -61,7 +39,7 @@ class KCenterSolver(Solver):
     def solve(self, objective: Objective, problem: Problem, *, seed: int) -> Solution:
         assert isinstance(objective, KCenter)
         check_count_problem(self.name, objective, problem)
-        distances = objective.distances
+        rows = objective.centred
         picker = Picker(problem)
         nearest = np.full(problem.size, np.inf)
         owner = np.full(problem.size, -1, dtype=np.int64)
@@ -71,7 +49,7 @@ class KCenterSolver(Solver):
             nonlocal spacing
             if picker.order:
                 spacing = min(spacing, float(nearest[index]))
-            step = distances.to(index)
+            step = rows.distances_to(index)
             closer = step < nearest
             owner[closer] = len(picker.order)
             np.minimum(nearest, step, out=nearest)
@@ -82,7 +60,7 @@ class KCenterSolver(Solver):
         while picker.remaining > 0:
             allowed = picker.allowed()
             if not picker.order:
-                add(distances.nearest_to_mean(allowed))
+                add(rows.nearest_to_mean(allowed))
                 continue
             add(int(np.argmax(np.where(allowed, nearest, -np.inf))))
 
