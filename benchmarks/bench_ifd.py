@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from selectkit_ifd.method import IfdParams
+from selectkit_ifd.method import IFDParams
 
 from selectkit import select
 from selectkit.api import load_records_from_list
@@ -35,8 +35,8 @@ from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import get_host
 from selectkit.methods import Context
+from selectkit.train.common import pad_token_id
 from selectkit.train.evaluate import example_losses
-from selectkit.train.runs import pad_token_id
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -88,7 +88,7 @@ def main() -> None:
     print(f"pool {len(pool)} Alpaca records, {int(mismatched.sum())} with a mismatched response")
 
     # The method's own loader, so that select() below reuses the model it loads here.
-    loaded = GradientPipeline(IfdParams(**params), Context(host=get_host())).loaded
+    loaded = GradientPipeline(IFDParams(**params), Context(host=get_host())).loaded
     tokens = tokenize_pool(pool, loaded.tokenizer, FeaturizeConfig(max_length=args.max_length))
     started = time.perf_counter()
     example_losses(loaded.model, tokens, pad_token_id(loaded.tokenizer), batch_size=16)

@@ -328,17 +328,6 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False) -> Non
         probe.abort()
 
 
-def write_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Publish one file with ``data`` as its whole content."""
-    with Publication() as outputs:
-        temp = outputs.file(path)
-        if isinstance(data, str):
-            temp.write_text(data, encoding="utf-8")
-        else:
-            temp.write_bytes(data)
-    return Path(path)
-
-
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[Any]]:
     """Write one file through a temporary beside it, renamed into place only if the ``with``

@@ -1,9 +1,11 @@
 """The baselines every data-selection paper reports: random and longest."""
 
 from selectkit import hookimpl
-from selectkit_baselines.methods import Longest, Random
+from selectkit_baselines.longest import Longest
+from selectkit_baselines.random import Random
 
 
 @hookimpl
 def selectkit_register_methods():
+    """The ``random`` and ``longest`` methods."""
     return [Random, Longest]

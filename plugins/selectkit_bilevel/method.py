@@ -94,7 +94,7 @@ class Bilevel(Method):
     needs_target = True
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Weights:
-        from selectkit.train.runs import pad_token_id, tokenize_subset, trainable_copy
+        from selectkit.train.common import pad_token_id, tokenize_subset, trainable_copy
         from selectkit_bilevel.reweighting import reweight
 
         assert target is not None

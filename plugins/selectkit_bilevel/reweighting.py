@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from selectkit.data.batching import pad_batch
-from selectkit.data.tokenize import Tokenized
+from selectkit.data.examples import Tokenized
 from selectkit.errors import ParamError, TrainingDiverged
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def reweight(
     from tqdm.auto import tqdm
 
     from selectkit.features.gradients import PerExampleGradients
-    from selectkit.train.runs import own_rng
+    from selectkit.train.common import own_rng
 
     count = len(pool_examples)
     if count == 0 or len(target_examples) == 0:

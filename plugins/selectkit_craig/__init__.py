@@ -1,7 +1,14 @@
 """CRAIG for selectkit: weighted coresets by facility location on gradients
 (Mirzasoleiman et al. 2020)."""
 
-from selectkit_craig.method import Craig, CraigParams
-from selectkit_craig.plugin import selectkit_register_methods
+from selectkit import hookimpl
+from selectkit_craig.method import CRAIG, CRAIGParams
 
-__all__ = ["Craig", "CraigParams", "selectkit_register_methods"]
+
+@hookimpl
+def selectkit_register_methods():
+    """The ``craig`` method."""
+    return [CRAIG]
+
+
+__all__ = ["CRAIG", "CRAIGParams", "selectkit_register_methods"]

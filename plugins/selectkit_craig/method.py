@@ -35,7 +35,7 @@ Metric = Literal["euclidean", "cosine"]
 
 
 @dataclass(frozen=True)
-class CraigParams(GradientParams):
+class CRAIGParams(GradientParams):
     """Parameters of ``craig``: the shared gradient parameters, plus the similarity's."""
 
     checkpoints_used: CheckpointsUsed = field(
@@ -64,13 +64,13 @@ class CraigParams(GradientParams):
             raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
 
-class Craig(Method):
+class CRAIG(Method):
     """CRAIG: weighted coreset by facility location on gradients (Mirzasoleiman et al. 2020).
 
     Weights are cluster sizes; no target needed."""
 
     name = "craig"
-    Params = CraigParams
+    Params = CRAIGParams
     needs_target = False
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> FacilityLocation:

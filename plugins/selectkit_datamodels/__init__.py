@@ -6,4 +6,5 @@ from selectkit_datamodels.method import Datamodels
 
 @hookimpl
 def selectkit_register_methods():
+    """The ``datamodels`` method."""
     return [Datamodels]

@@ -16,6 +16,13 @@ from selectkit_dsir.engine import (
 from selectkit_dsir.hashing import tokenize
 from selectkit_dsir.method import DSIR, DSIRParams
 
+
+@hookimpl
+def selectkit_register_methods():
+    """The ``dsir`` method."""
+    return [DSIR]
+
+
 __all__ = [
     "DSIR",
     "DSIRParams",
@@ -26,9 +33,3 @@ __all__ = [
     "selectkit_register_methods",
     "tokenize",
 ]
-
-
-@hookimpl
-def selectkit_register_methods():
-    """The ``dsir`` method."""
-    return [DSIR]

@@ -10,7 +10,7 @@ of word characters and maximal runs of other non-space characters, i.e. the regu
 ``WordPunctTokenizer``, which the reference implementation (``data-selection``) uses, so the
 tokens are the same: ``"Don't stop!!"`` gives ``["don", "'", "t", "stop", "!!"]``.
 
-Hash (``token_hash``, ``bigram_hash``): a token's code points ``x_0 .. x_{L-1}`` give the
+Hash: a token's code points ``x_0 .. x_{L-1}`` give the
 polynomial ``sum_j (x_j + 1) * P**j mod 2**64`` with ``P = 0x100000001B3``, passed through the
 MurmurHash3 64-bit finalizer ``fmix64``. A bigram ``(a, b)`` hashes to
 ``fmix64(h(a) * 0x9E3779B97F4A7C15 + h(b) mod 2**64)``, so bigrams cost two multiplications, not
@@ -20,8 +20,8 @@ salted ``hash()``); they depend only on the Unicode tables of the Python version
 ``\\w``, ``\\s``), exactly as the reference's tokens do.
 
 ``hashing="reference"`` buckets an n-gram as the reference does instead: SHA-256 of its
-tokens joined by one space, UTF-8 encoded, read as a big-endian integer modulo ``num_buckets``
-(``reference_bucket``). That costs a SHA-256 per distinct n-gram, not per occurrence: the fast
+tokens joined by one space, UTF-8 encoded, read as a big-endian integer modulo
+``num_buckets``. That costs a SHA-256 per distinct n-gram, not per occurrence: the fast
 path still gives every unigram and bigram occurrence its 64-bit hash, which stands in for the
 n-gram's string as the key of a per-process table of the buckets already computed (a
 vectorized open-addressing hash table, ``_BucketTable``). Only n-grams not in it are hashed,
@@ -55,14 +55,12 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 
-_MASK64 = (1 << 64) - 1
 _P = 0x100000001B3
 _P_INV = pow(_P, -1, 1 << 64)
 _BIGRAM_MULT = 0x9E3779B97F4A7C15
@@ -85,39 +83,6 @@ def tokenize(text: str) -> list[str]:
     without calling it.
     """
     return _TOKEN_RE.findall(text.lower())
-
-
-def fmix64(x: int) -> int:
-    """MurmurHash3's 64-bit finalizer: a bijection that spreads every input bit over all bits."""
-    x &= _MASK64
-    x ^= x >> 33
-    x = (x * _FMIX_1) & _MASK64
-    x ^= x >> 33
-    x = (x * _FMIX_2) & _MASK64
-    x ^= x >> 33
-    return x
-
-
-def token_hash(token: str) -> int:
-    """The stable 64-bit hash of one token (plain Python; ``batch_features`` matches it)."""
-    value = 0
-    for char in reversed(token):
-        value = (value * _P + ord(char) + 1) & _MASK64
-    return fmix64(value)
-
-
-def bigram_hash(first: int, second: int) -> int:
-    """The stable 64-bit hash of a bigram from the hashes of its two tokens (order matters)."""
-    return fmix64(first * _BIGRAM_MULT + second)
-
-
-def text_buckets(text: str, num_buckets: int = 10_000, ngrams: int = 2) -> list[int]:
-    """Buckets of the unigrams, then the bigrams, of one text (plain Python, for checking)."""
-    hashes = [token_hash(t) for t in tokenize(text)]
-    buckets = [h % num_buckets for h in hashes]
-    if ngrams >= 2:
-        buckets += [bigram_hash(a, b) % num_buckets for a, b in pairwise(hashes)]
-    return buckets
 
 
 @dataclass(frozen=True)
@@ -270,22 +235,6 @@ def _scan(texts: Sequence[str]) -> _Scan:
     return _Scan(codes, starts, stops, hashes, docs, per_doc)
 
 
-def batch_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token hashes of a batch: ``(hashes, doc_of_token, tokens_per_doc)``, vectorized.
-
-    ``hashes[i] == token_hash(tokens[i])`` for the concatenated tokens of the lowercased texts.
-    """
-    scan = _scan(texts)
-    return scan.hashes, scan.docs, scan.per_doc
-
-
-def reference_bucket(ngram: str, num_buckets: int) -> int:
-    """The bucket ``data-selection`` gives an n-gram string (tokens joined by one space):
-    its SHA-256 digest read as a big-endian integer, modulo ``num_buckets``."""
-    digest = hashlib.sha256(ngram.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest, "big") % num_buckets
-
-
 try:  # CPython's own SHA-256 (3.11: _sha256, 3.12+: _sha2) costs less per short message
     from _sha256 import sha256 as _sha256  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - other Python versions or builds
@@ -297,8 +246,9 @@ _sha256_digest = type(_sha256()).digest
 
 
 def sha256_buckets(ngrams: list[bytes], num_buckets: int) -> np.ndarray:
-    """``reference_bucket`` of many UTF-8 encoded n-grams at once (int64; ``num_buckets``
-    below ``2**63``).
+    """The reference buckets of many UTF-8 encoded n-grams at once: each one's SHA-256 digest
+    read as a big-endian integer, modulo ``num_buckets`` (int64; ``num_buckets`` below
+    ``2**63``).
 
     The per-message work is two C calls (no Python bytecode per n-gram); the 256-bit digests
     are reduced modulo ``num_buckets`` with vectorized Horner steps on 32-bit words.
@@ -502,11 +452,11 @@ def batch_features(
 ) -> BatchFeatures:
     """Hashed unigram (and, for ``ngrams=2``, bigram) buckets of every text in a batch.
 
-    ``hashing="fast"`` buckets by ``token_hash``/``bigram_hash``; ``"reference"`` by
-    ``reference_bucket``, reproducing ``data-selection``'s buckets exactly (about 3x slower: one
-    SHA-256 per distinct n-gram, see the module docstring). Bigrams never span two texts.
-    Memory is a few dozen bytes per character of the batch, so callers feed batches of bounded
-    size (``selectkit_dsir.engine``).
+    ``hashing="fast"`` buckets by the 64-bit token and bigram hashes; ``"reference"`` by the
+    SHA-256 of each n-gram's string, reproducing ``data-selection``'s buckets exactly (about 3x
+    slower: one SHA-256 per distinct n-gram, see the module docstring). Bigrams never span two
+    texts. Memory is a few dozen bytes per character of the batch, so callers feed batches of
+    bounded size (``selectkit_dsir.engine``).
     """
     if hashing not in HASHINGS:
         raise ValueError(f"hashing must be one of {list(HASHINGS)}, not {hashing!r}")

@@ -1,7 +1,14 @@
 """GRAD-MATCH for selectkit: a weighted subset whose gradient matches the target's
 (Killamsetty et al. 2021)."""
 
+from selectkit import hookimpl
 from selectkit_gradmatch.method import GradMatch, GradMatchParams
-from selectkit_gradmatch.plugin import selectkit_register_methods
+
+
+@hookimpl
+def selectkit_register_methods():
+    """The ``gradmatch`` method."""
+    return [GradMatch]
+
 
 __all__ = ["GradMatch", "GradMatchParams", "selectkit_register_methods"]

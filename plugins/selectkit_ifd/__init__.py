@@ -1,9 +1,10 @@
 """IFD: Instruction-Following Difficulty (Cherry LLM, Superfiltering)."""
 
 from selectkit import hookimpl
-from selectkit_ifd.method import Ifd
+from selectkit_ifd.method import IFD
 
 
 @hookimpl
 def selectkit_register_methods():
-    return [Ifd]
+    """The ``ifd`` method."""
+    return [IFD]

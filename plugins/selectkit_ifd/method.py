@@ -35,12 +35,12 @@ from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
+from selectkit.train.common import pad_token_id
 from selectkit.train.evaluate import example_losses
-from selectkit.train.runs import pad_token_id
 
 
 @dataclass(frozen=True)
-class IfdParams(ModelParams):
+class IFDParams(ModelParams):
     """Parameters of ``ifd``: the shared model and warmup options, plus these."""
 
     scorer: Literal["base", "warmup"] = field(
@@ -70,16 +70,16 @@ class IfdParams(ModelParams):
             raise ParamError("scorer=warmup scores with one pre-experienced model: warmup_runs=1")
 
 
-class Ifd(Method):
+class IFD(Method):
     """IFD: loss of the response with its instruction over without (Li et al. 2024).
 
     Highest first, among records whose IFD is at most max_ifd."""
 
     name = "ifd"
-    Params = IfdParams
+    Params = IFDParams
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
-        p: IfdParams = self.params
+        p: IFDParams = self.params
         has_instruction = np.array([bool(record.prompt) for record in pool])
         if not has_instruction.any():
             raise ParamError(

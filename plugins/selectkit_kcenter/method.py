@@ -24,7 +24,7 @@ from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
 from selectkit.methods import Context, Method
 from selectkit.rows import combine_checkpoints
-from selectkit.solvers.objectives import KCenter
+from selectkit.solvers import objectives
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class KCenterParams(GradientParams):
             raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
 
-class KCenterMethod(Method):
+class KCenter(Method):
     """k-center: diverse records by farthest-first traversal on gradients (Sener & Savarese 2018).
 
     No target needed; required records are the first centers."""
@@ -67,7 +67,7 @@ class KCenterMethod(Method):
     Params = KCenterParams
     needs_target = False
 
-    def objective(self, pool: Pool, target: Pool | None, context: Context) -> KCenter:
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> objectives.KCenter:
         p = self.params
         context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
@@ -81,4 +81,6 @@ class KCenterMethod(Method):
         )
         pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
         rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
-        return KCenter(rows, metric=p.metric, weighted=p.weighted, memory_limit=p.memory_mb << 20)
+        return objectives.KCenter(
+            rows, metric=p.metric, weighted=p.weighted, memory_limit=p.memory_mb << 20
+        )

@@ -38,7 +38,7 @@ Aggregate = Literal["subtask_max", "mean", "max", "round_robin"]
 
 
 @dataclass(frozen=True)
-class LessParams(GradientParams):
+class LESSParams(GradientParams):
     """Parameters of ``less``; defaults follow the paper except the LoRA rank (8, not 128)."""
 
     aggregate: Aggregate = field(
@@ -64,16 +64,16 @@ class LessParams(GradientParams):
             )
 
 
-class Less(Method):
+class LESS(Method):
     """LESS: Adam-preconditioned LoRA-gradient similarity to the target (Xia et al. 2024)."""
 
     name = "less"
-    Params = LessParams
+    Params = LESSParams
     needs_target = True
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None
-        params: LessParams = self.params
+        params: LESSParams = self.params
         labels = self._subtasks(target)
         if params.aggregate == "round_robin":
             check_round_robin(len(set(labels)), context.budget_records)

@@ -6,4 +6,5 @@ from selectkit_tracin.method import TracIn
 
 @hookimpl
 def selectkit_register_methods():
+    """The ``tracin`` method."""
     return [TracIn]

@@ -31,7 +31,7 @@ from selectkit_trak.kernel import ScaledRows, check_damping, memory_needed, trak
 
 
 @dataclass(frozen=True)
-class TrakParams(GradientParams):
+class TRAKParams(GradientParams):
     """Parameters of ``trak``: the shared gradient parameters and the kernel's damping.
 
     ``damping`` 0.1 (kronfluence's heuristic) keeps the kernel invertible when the pool has
@@ -69,13 +69,13 @@ def _one_minus_p(features: FeatureSet, pool: Pool, checkpoint: int) -> np.ndarra
     return one_minus_p(losses)
 
 
-class Trak(Method):
+class TRAK(Method):
     """TRAK: kernel-regression attribution of target loss to pool records (Park et al. 2023).
 
     Ensembled over checkpoints; selects the top mean attribution to the target (DsDm)."""
 
     name = "trak"
-    Params = TrakParams
+    Params = TRAKParams
     needs_target = True
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
@@ -85,7 +85,7 @@ class Trak(Method):
     def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
         """TRAK's ``τ`` (float64, ``(len(pool), len(target))``) from the store's SGD features
         and losses at each checkpoint (see the module docstring)."""
-        params: TrakParams = self.params
+        params: TRAKParams = self.params
         check_damping(len(pool), params.dim, params.damping)
         check_memory(
             memory_needed(len(pool), len(target), params.dim),

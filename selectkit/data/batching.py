@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from selectkit.data.tokenize import Tokenized
+from selectkit.data.examples import Tokenized
 
 #: The label PyTorch's cross-entropy (and Hugging Face models) ignore.
 IGNORE_INDEX = -100

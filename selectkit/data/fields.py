@@ -67,11 +67,6 @@ def _walk(value: Any, path: str) -> Any:
     return MISSING
 
 
-def has_field(row: Mapping[str, Any], path: str) -> bool:
-    """Whether dotted ``path`` is present in ``row`` (even when its value is null or empty)."""
-    return get_field(row, path) is not MISSING
-
-
 def is_empty(value: Any) -> bool:
     """Whether a present value carries nothing: null, or a string that is only whitespace."""
     return value is None or (isinstance(value, str) and not value.strip())

@@ -315,7 +315,7 @@ def _token_costs(
     records: list[Record], options: LoadOptions, host: Host, fail: Any
 ) -> tuple[list[Record], list[int], list[int]]:
     """Token counts of each kept record's templated example and of its response."""
-    from selectkit.data.tokenize import tokenize_many
+    from selectkit.data.examples import tokenize_many
 
     tokenizer: Any = options.tokenizer
     if isinstance(tokenizer, str):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from selectkit.data.batching import pad_batch
-from selectkit.data.tokenize import Template, Tokenized, Truncation, tokenize_many
+from selectkit.data.examples import Template, Tokenized, Truncation, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.features.fingerprints import file_digest, tensors_digest, tokenizer_digest
 from selectkit.features.gradient_types import (
@@ -25,7 +25,7 @@ from selectkit.features.gradient_types import (
     GradientTransform,
     flatten_moments,
 )
-from selectkit.features.gradients import Method, PerExampleGradients
+from selectkit.features.gradients import GradientBackend, PerExampleGradients
 from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
 from selectkit.models.lora import LoraSpec
 from selectkit.provenance import versions
@@ -71,7 +71,7 @@ class FeaturizeConfig:
     max_length: int | None = 512
     truncation: Truncation = "left"
     on_invalid: Literal["error", "skip"] = "error"
-    method: Method = "auto"
+    method: GradientBackend = "auto"
     adam: AdamConstants = field(default_factory=AdamConstants)
 
     def __post_init__(self) -> None:

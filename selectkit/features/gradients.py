@@ -30,7 +30,9 @@ from selectkit.models.losses import response_losses
 if TYPE_CHECKING:
     import torch
 
-Method = Literal["auto", "hooks", "func"]
+#: How per-example gradients are computed: layer hooks (every trainable parameter in an
+#: nn.Linear), torch.func, or "auto" (hooks when they apply).
+GradientBackend = Literal["auto", "hooks", "func"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class PerExampleGradients:
     """
 
     def __init__(
-        self, model: Any, names: Sequence[str] | None = None, method: Method = "auto"
+        self, model: Any, names: Sequence[str] | None = None, method: GradientBackend = "auto"
     ) -> None:
         import torch
 

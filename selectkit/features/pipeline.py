@@ -37,8 +37,8 @@ from selectkit.resources import check_memory
 from selectkit.seeds import SEED_MAX
 
 if TYPE_CHECKING:
+    from selectkit.data.examples import Tokenized
     from selectkit.data.pool import Pool, Record
-    from selectkit.data.tokenize import Tokenized
     from selectkit.methods import Context, Services
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.train.checkpoints import Checkpoint

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from selectkit.data.batching import IGNORE_INDEX, pad_batch
-from selectkit.data.tokenize import Tokenized
+from selectkit.data.examples import Tokenized
 
 
 def el2n_scores(

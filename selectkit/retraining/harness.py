@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from selectkit.data.examples import Tokenized
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Tokenized
 from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.provenance import jsonable, versions
@@ -41,9 +41,9 @@ from selectkit.retraining.runs import (
     write_model,
 )
 from selectkit.retraining.subsets import subset_masks
+from selectkit.train.common import claim_run_folder, pad_token_id, tokenize_subset, trainable_copy
 from selectkit.train.evaluate import example_losses
 from selectkit.train.finetune import FinetuneConfig, train_steps, training_plan
-from selectkit.train.runs import claim_run_folder, pad_token_id, tokenize_subset, trainable_copy
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from selectkit import locks
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.publish import atomic_writer
-from selectkit.train.runs import claim_run_folder, write_manifest
+from selectkit.train.common import claim_run_folder, write_manifest
 
 MANIFEST_NAME = "retrain.json"
 MANIFEST_KIND = "selectkit.retrain"

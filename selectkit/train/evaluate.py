@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
 from selectkit.models.losses import response_losses
-from selectkit.train.runs import pad_token_id, tokenize_subset
+from selectkit.train.common import pad_token_id, tokenize_subset
 
 
 @dataclass(frozen=True)

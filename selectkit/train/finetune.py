@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.models.lora import LoraSpec
 from selectkit.models.losses import response_losses
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
-from selectkit.train.runs import (
+from selectkit.train.common import (
     adapter_description,
     check_training_config,
     claim_run_folder,

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template, Tokenized
 from selectkit.errors import ParamError
 from selectkit.models.lora import LoraSpec
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
-from selectkit.train.runs import (
+from selectkit.train.common import (
     adapter_description,
     check_training_config,
     claim_run_folder,
@@ -56,7 +56,7 @@ class WarmupConfig:
     - ``batch_size=8`` examples per device and step, times ``gradient_accumulation``;
     - ``lora``: the adapter to create (see :class:`LoraSpec` for how its rank differs from LESS);
     - ``max_length`` tokens per example (``None``: no truncation) and the ``template`` to
-      render records with, as in :func:`selectkit.data.tokenize.tokenize_many`;
+      render records with, as in :func:`selectkit.data.examples.tokenize_many`;
     - ``seed`` draws the subset, the adapter's initial weights, the data order and dropout.
     """
 

@@ -17,8 +17,8 @@ from selectkit_bilevel.reweighting import (
 )
 
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
-from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses

@@ -1,9 +1,9 @@
 """Third-party plugins installed with pip, exactly as a user would, then listed and used.
 
-The packages under tests/plugins are installed with ``pip install --target`` into a temporary
-directory put on PYTHONPATH of the subprocesses, so the test environment itself is untouched:
-``selectkit-keyword`` (a method and a command), ``selectkit-broken`` (fails to import),
-``selectkit-aadsir`` (tries to take the first-party ``dsir`` and ``jsonl``) and
+The packages under tests/example_plugins are installed with ``pip install --target`` into a
+temporary directory put on PYTHONPATH of the subprocesses, so the test environment itself is
+untouched: ``selectkit-keyword`` (a method and a command), ``selectkit-broken`` (fails to
+import), ``selectkit-aadsir`` (tries to take the first-party ``dsir`` and ``jsonl``) and
 ``selectkit-wordcount`` (registers ``keyword`` too).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+EXAMPLE_PLUGINS = Path(__file__).resolve().parents[1] / "example_plugins"
 CONTRIBUTING = Path(__file__).resolve().parents[2] / "CONTRIBUTING.md"
 EXAMPLES = ("selectkit_keyword", "selectkit_broken", "selectkit_aadsir", "selectkit_wordcount")
 #: The example plugins that register names others hold, blocked where a test wants none.
@@ -38,7 +38,7 @@ def contributing_block(heading: str) -> str:
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
     target = tmp_path_factory.mktemp("site")
-    packages = [str(PLUGINS / name) for name in EXAMPLES]
+    packages = [str(EXAMPLE_PLUGINS / name) for name in EXAMPLES]
     subprocess.run(
         [
             sys.executable,
@@ -235,7 +235,7 @@ def test_the_testing_recipe_works_with_the_plugin_installed(plugin_env):
 
 def test_the_testing_recipe_works_without_the_plugin_installed(tmp_path, monkeypatch):
     shutil.copytree(
-        PLUGINS / "selectkit_keyword" / "selectkit_keyword", tmp_path / "selectkit_keyword"
+        EXAMPLE_PLUGINS / "selectkit_keyword" / "selectkit_keyword", tmp_path / "selectkit_keyword"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "keyword" not in {ep.name for ep in metadata.entry_points(group="selectkit")}

@@ -4,7 +4,6 @@ from selectkit.data.fields import (
     MISSING,
     field_names,
     get_field,
-    has_field,
     is_empty,
     kind,
     text_value,
@@ -38,8 +37,6 @@ def test_missing_is_distinct_from_empty_and_null():
     assert get_field(ROW, "empty") == ""
     assert get_field(ROW, "null") is None
     assert get_field(ROW, "metadata.blank") == ""
-    assert has_field(ROW, "null") and has_field(ROW, "empty")
-    assert not has_field(ROW, "metadata.nope")
     assert not MISSING and repr(MISSING) == "MISSING"
 
 

@@ -11,8 +11,8 @@ import pytest
 from selectkit import bundled
 from selectkit.api import load_pool
 from selectkit.data import tokenizers
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
-from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError
 
 
@@ -21,7 +21,7 @@ def test_importing_the_data_package_loads_neither_torch_nor_transformers():
         "import sys\n"
         "import selectkit.data.fields, selectkit.data.formats, selectkit.data.load\n"
         "import selectkit.data.pool, selectkit.data.readers, selectkit.data.shapes\n"
-        "import selectkit.data.tokenize, selectkit.data.tokenizers\n"
+        "import selectkit.data.examples, selectkit.data.tokenizers\n"
         "print(sorted(m for m in ('torch', 'transformers', 'pyarrow') if m in sys.modules))\n"
     )
     done = subprocess.run(
@@ -35,7 +35,7 @@ def test_local_tokenizer_directory(tmp_path, host, make_tokenizer):
     original.save_pretrained(str(tmp_path / "tok"))
     loaded = host.hook.selectkit_load_tokenizer(spec=str(tmp_path / "tok"), trust_remote_code=False)
     record = Record(id="0", prompt="what is two plus two", response="two plus two is four")
-    assert tokenize_record(record, loaded) == tokenize_record(record, original)
+    assert tokenize_many([record], loaded) == tokenize_many([record], original)
 
     path = tmp_path / "rows.jsonl"
     path.write_text('{"prompt": "what is two", "completion": "four"}\n', "utf-8")

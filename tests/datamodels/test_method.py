@@ -74,9 +74,9 @@ def test_trak_estimator_is_trak_attribution(targeted, gradient_params):
     attribution = Datamodels(DatamodelsParams(**gradient_params)).attribute(
         pool, target, Context(host=get_host(), seed=0)
     )
-    from selectkit_trak.method import Trak, TrakParams
+    from selectkit_trak.method import TRAK, TRAKParams
 
-    trak = Trak(TrakParams(**gradient_params)).attribute(
+    trak = TRAK(TRAKParams(**gradient_params)).attribute(
         pool, target, Context(host=get_host(), seed=0)
     )
     np.testing.assert_array_equal(attribution, trak)

@@ -31,16 +31,47 @@ TRICKY = [
 ]
 
 
-def _independent_hash(token: str) -> int:
-    """The documented definition, written out again: Horner's rule from the last code point."""
-    value = 0
-    for code in [ord(c) for c in token][::-1]:
-        value = (value * 0x100000001B3 + code + 1) % (1 << 64)
+# The documented definitions, written out in plain Python: the vectorized code is checked
+# against them.
+
+
+def _fmix64(value: int) -> int:
+    """MurmurHash3's 64-bit finalizer."""
+    value &= MASK
     for shift, mult in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53), (33, None)):
         value ^= value >> shift
         if mult is not None:
             value = (value * mult) & MASK
     return value
+
+
+def _independent_hash(token: str) -> int:
+    """A token's hash: Horner's rule from the last code point, then the finalizer."""
+    value = 0
+    for code in [ord(c) for c in token][::-1]:
+        value = (value * 0x100000001B3 + code + 1) % (1 << 64)
+    return _fmix64(value)
+
+
+def _bigram_hash(first: int, second: int) -> int:
+    """A bigram's hash, from its two tokens' hashes (order matters)."""
+    return _fmix64(first * 0x9E3779B97F4A7C15 + second)
+
+
+def _plain_buckets(text: str, num_buckets: int, ngrams: int = 2) -> list[int]:
+    """Buckets of the unigrams, then the bigrams, of one text under the fast hashing."""
+    hashes = [_independent_hash(t) for t in hashing.tokenize(text)]
+    buckets = [h % num_buckets for h in hashes]
+    if ngrams >= 2:
+        buckets += [_bigram_hash(a, b) % num_buckets for a, b in pairwise(hashes)]
+    return buckets
+
+
+def _sha256_bucket(ngram: str, num_buckets: int) -> int:
+    """The bucket ``data-selection`` gives an n-gram string (tokens joined by one space): its
+    SHA-256 digest read as a big-endian integer, modulo ``num_buckets``."""
+    digest = hashlib.sha256(ngram.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest, "big") % num_buckets
 
 
 def test_tokenizer_is_lowercase_wordpunct() -> None:
@@ -66,56 +97,52 @@ def test_tokenizer_matches_nltk_wordpunct() -> None:
         assert hashing.tokenize(text) == tokenizer.tokenize(text.lower())
 
 
-def test_token_hash_known_values() -> None:
+def test_hash_known_values() -> None:
     # Regression values: if these change, every stored selection changes.
-    assert hashing.token_hash("the") == _independent_hash("the")
-    assert hashing.token_hash("the") == 0xB6B0F34B49DE314F
-    assert hashing.token_hash("") == 0
-    assert hashing.token_hash("a") == _independent_hash("a") == 0xAC62ED3C7549B674
-    first, second = hashing.token_hash("hello"), hashing.token_hash("world")
-    expected = _independent_hash("hello")
-    assert first == expected
-    assert hashing.bigram_hash(first, second) == 0xCEE0F74A86CA3625
-    assert hashing.bigram_hash(first, second) != hashing.bigram_hash(second, first)
-    assert hashing.text_buckets("Hello world", 10_000) == [
-        first % 10_000,
-        second % 10_000,
-        hashing.bigram_hash(first, second) % 10_000,
+    assert _independent_hash("the") == 0xB6B0F34B49DE314F
+    assert _independent_hash("") == 0
+    assert _independent_hash("a") == 0xAC62ED3C7549B674
+    first, second = _independent_hash("hello"), _independent_hash("world")
+    assert _bigram_hash(first, second) == 0xCEE0F74A86CA3625
+    assert _bigram_hash(first, second) != _bigram_hash(second, first)
+    assert hashing._scan(["the a", ""]).hashes.tolist() == [
+        0xB6B0F34B49DE314F,
+        0xAC62ED3C7549B674,
     ]
+    features = hashing.batch_features(["Hello world"], 10_000)
+    assert features.unigram_buckets.tolist() == [first % 10_000, second % 10_000]
+    assert features.bigram_buckets.tolist() == [0xCEE0F74A86CA3625 % 10_000]
 
 
 def test_vectorized_hashes_match_definition() -> None:
     texts = [*TRICKY, " ".join(TRICKY), "x" * 5000]
-    hashes, docs, per_doc = hashing.batch_hashes(texts)
+    scan = hashing._scan(texts)
     tokens = [hashing.tokenize(t) for t in texts]
-    assert hashes.tolist() == [_independent_hash(t) for toks in tokens for t in toks]
-    assert per_doc.tolist() == [len(toks) for toks in tokens]
-    assert docs.tolist() == [i for i, toks in enumerate(tokens) for _ in toks]
+    assert scan.hashes.tolist() == [_independent_hash(t) for toks in tokens for t in toks]
+    assert scan.per_doc.tolist() == [len(toks) for toks in tokens]
+    assert scan.docs.tolist() == [i for i, toks in enumerate(tokens) for _ in toks]
 
 
 @pytest.mark.parametrize("ngrams", [1, 2])
-@pytest.mark.parametrize("num_buckets", [1, 7, 10_000])
-def test_batch_features_match_text_buckets(ngrams: int, num_buckets: int) -> None:
+@pytest.mark.parametrize("num_buckets", [1, 7, 10_000, 2**40 + 15])
+def test_batch_features_match_definition(ngrams: int, num_buckets: int) -> None:
     features = hashing.batch_features(TRICKY, num_buckets, ngrams)
     for i, text in enumerate(TRICKY):
         got = features.unigram_buckets[features.unigram_docs == i].tolist()
         got += features.bigram_buckets[features.bigram_docs == i].tolist()
-        assert got == hashing.text_buckets(text, num_buckets, ngrams)
+        assert got == _plain_buckets(text, num_buckets, ngrams)
     # Bigrams never span two texts: "a" then "" then "   " contribute none between them.
     n_bigrams = sum(max(len(hashing.tokenize(t)) - 1, 0) for t in TRICKY)
     assert len(features.bigram_buckets) == (n_bigrams if ngrams == 2 else 0)
 
 
 def test_reference_buckets_are_sha256_of_the_ngram() -> None:
-    for ngram in ["the", "hello world", "ǅ ﬁ", "😀"]:
-        digest = hashlib.sha256(ngram.encode("utf-8")).hexdigest()
-        assert hashing.reference_bucket(ngram, 10_000) == int(digest, 16) % 10_000
     features = hashing.batch_features(["Hello world!"], 10_000, 2, hashing="reference")
     names = ["hello", "world", "!"]
-    assert features.unigram_buckets.tolist() == [hashing.reference_bucket(t, 10_000) for t in names]
+    assert features.unigram_buckets.tolist() == [_sha256_bucket(t, 10_000) for t in names]
     assert features.bigram_buckets.tolist() == [
-        hashing.reference_bucket("hello world", 10_000),
-        hashing.reference_bucket("world !", 10_000),
+        _sha256_bucket("hello world", 10_000),
+        _sha256_bucket("world !", 10_000),
     ]
 
 
@@ -186,7 +213,7 @@ def _plain_reference(texts: list[str], num_buckets: int, ngrams: int) -> list[li
     for text in texts:
         tokens = hashing.tokenize(text)
         grams = tokens + ([f"{a} {b}" for a, b in pairwise(tokens)] if ngrams == 2 else [])
-        buckets.append([hashing.reference_bucket(gram, num_buckets) for gram in grams])
+        buckets.append([_sha256_bucket(gram, num_buckets) for gram in grams])
     return buckets
 
 
@@ -317,12 +344,12 @@ def test_bucket_table_grows_and_keeps_its_keys(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("num_buckets", [1, 10_000, 2**32, 2**32 + 1, 2**62 + 7])
-def test_sha256_buckets_match_reference_bucket(num_buckets: int) -> None:
+def test_sha256_buckets_match_the_definition(num_buckets: int) -> None:
     grams = ["the", "hello world", "ǅ ﬁ", "😀", "x", "a" * 200, "lone \ud800"]
     encoded = [g.encode("utf-8", "surrogatepass") for g in grams]
     got = hashing.sha256_buckets(encoded, num_buckets)
     assert got.dtype == np.int64
-    assert got.tolist() == [hashing.reference_bucket(g, num_buckets) for g in grams]
+    assert got.tolist() == [_sha256_bucket(g, num_buckets) for g in grams]
     assert hashing.sha256_buckets([], num_buckets).tolist() == []
 
 
@@ -337,7 +364,7 @@ def test_distinct_is_unique_with_any_position() -> None:
 def test_reference_hashing_of_texts_without_tokens() -> None:
     features = hashing.batch_features(["", " \n ", "!"], 10, 2, hashing="reference")
     assert features.doc_tokens.tolist() == [0, 0, 1]
-    assert features.unigram_buckets.tolist() == [hashing.reference_bucket("!", 10)]
+    assert features.unigram_buckets.tolist() == [_sha256_bucket("!", 10)]
     assert len(features.bigram_buckets) == 0
     empty = hashing.batch_features(["", "  "], 10, 2, hashing="reference")
     assert len(empty.unigram_buckets) == len(empty.bigram_buckets) == 0
@@ -351,4 +378,6 @@ def test_fast_hash_collides_on_thue_morse_strings() -> None:
         bits += [1 - b for b in bits]
     word = "".join("ab"[b] for b in bits)
     other = word.translate(str.maketrans("ab", "ba"))
-    assert word != other and hashing.token_hash(word) == hashing.token_hash(other)
+    assert word != other and _independent_hash(word) == _independent_hash(other)
+    first, second = hashing._scan([word, other]).hashes.tolist()
+    assert first == second == _independent_hash(word)

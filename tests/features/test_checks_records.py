@@ -14,9 +14,9 @@ from selectkit import host as host_module
 from selectkit.api import load_records_from_list
 from selectkit.cli import cli
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import loss_token_count, tokenize_many
 from selectkit.data.pool import Record
 from selectkit.data.synthetic import make_records
-from selectkit.data.tokenize import tokenize_many, tokenize_record
 from selectkit.errors import ParamError, RecordError
 from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
 from selectkit.host import Host, get_host
@@ -39,22 +39,23 @@ def _loss(tokens) -> float:
 @pytest.mark.parametrize("record", [QA, RAW], ids=["prompt", "raw"])
 def test_every_tokenized_example_has_a_loss_the_gradient_pass_can_take(record, truncation):
     tokenizer = byte_tokenizer()
-    full = len(tokenize_record(record, tokenizer).input_ids)
+    (full_example,) = tokenize_many([record], tokenizer)
+    full = len(full_example.input_ids)
     for max_length in range(1, full + 1):
         (result,) = tokenize_many([record], tokenizer, max_length=max_length, truncation=truncation)
         if isinstance(result, RecordError):
             assert (result.path, result.line) == (record.source, record.line)
             continue
-        assert result.loss_tokens >= 1
+        assert loss_token_count(result.loss_mask) >= 1
         assert torch.isfinite(torch.tensor(_loss(result)))  # the gradient pass agrees
 
 
 def test_one_kept_token_is_truncated_away_naming_the_file_and_line():
     # Before: max_length=1 kept the response's first token with its mask on, so the check
     # passed and the gradient pass (which never predicts position 0) found no loss token.
-    with pytest.raises(RecordError, match="truncated away: max_length 1") as info:
-        tokenize_record(QA, byte_tokenizer(), max_length=1)
-    assert str(info.value).startswith("pool.jsonl:7: ")
+    (error,) = tokenize_many([QA], byte_tokenizer(), max_length=1)
+    assert isinstance(error, RecordError) and "truncated away: max_length 1" in str(error)
+    assert str(error).startswith("pool.jsonl:7: ")
 
 
 def _with_max_length(params, value):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
-from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError
 from selectkit.features.gradient_types import GradientTransform, flatten_moments
 from selectkit.features.gradients import PerExampleGradients, trainable_layout

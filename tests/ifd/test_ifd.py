@@ -9,13 +9,13 @@ import pytest
 import selectkit_ifd.method as ifd_module
 import torch
 from click.testing import CliRunner
-from selectkit_ifd.method import IfdParams, ifd_scores
+from selectkit_ifd.method import IFDParams, ifd_scores
 
 from selectkit import select
 from selectkit.api import load_model, load_pool
 from selectkit.cli import cli
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Pool, Record
-from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import BudgetError, ParamError, RecordError
 from selectkit.features.pipeline import GradientPipeline, ModelParams
 from selectkit.host import get_host
@@ -48,8 +48,7 @@ def test_ifd_is_the_loss_with_the_instruction_over_the_loss_without():
     got = ifd_scores(loaded.model, loaded.tokenizer, records, max_length=64, batch_size=2)
     for k, record in enumerate(records):
         alone = Record(id=record.id, prompt="", response=record.response)
-        with_q = tokenize_record(record, loaded.tokenizer, max_length=64)
-        without_q = tokenize_record(alone, loaded.tokenizer, max_length=64)
+        with_q, without_q = tokenize_many([record, alone], loaded.tokenizer, max_length=64)
         assert without_q.response_length == len(without_q.input_ids) - 1  # all but BOS
         expected = _direct_loss(loaded.model, with_q) / _direct_loss(loaded.model, without_q)
         assert got[k] == pytest.approx(expected, rel=1e-5)
@@ -132,7 +131,7 @@ def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_pa
 )
 def test_bad_parameters_are_refused(overrides, message):
     with pytest.raises(ParamError, match=message):
-        IfdParams(**overrides)
+        IFDParams(**overrides)
 
 
 def test_a_non_finite_loss_names_the_record(monkeypatch, tmp_path):

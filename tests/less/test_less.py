@@ -96,14 +96,14 @@ def test_less_from_the_command_line(gradient_params, tmp_path):
 
 
 def test_attribution_is_the_per_target_score_before_aggregation(targeted, gradient_params):
-    from selectkit_less.method import Less, LessParams
+    from selectkit_less.method import LESS, LESSParams
 
     from selectkit.methods import Context
 
     pool, target = targeted
-    method = Less(LessParams(**gradient_params, aggregate="mean"))
+    method = LESS(LESSParams(**gradient_params, aggregate="mean"))
     attribution = method.attribute(pool, target, Context(host=get_host(), seed=0))
     assert attribution.shape == (len(pool), len(target)) and attribution.dtype == np.float64
     scores = method.objective(pool, target, Context(host=get_host(), seed=0)).values
     np.testing.assert_allclose(attribution.mean(axis=1), scores, rtol=1e-5, atol=1e-12)
-    assert Less.attributes()
+    assert LESS.attributes()

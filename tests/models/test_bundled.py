@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from selectkit import bundled
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
-from selectkit.data.tokenize import tokenize_many
 from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.host import Host
 from selectkit.models.loading import ModelOptions

@@ -15,9 +15,9 @@ from selectkit.api import load_records_from_list
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
-from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses
@@ -44,7 +44,7 @@ def one_by_one(model, tokenizer, pool, max_length):
     losses = []
     with torch.no_grad():
         for record in pool:
-            example = tokenize_record(record, tokenizer, max_length=max_length)
+            (example,) = tokenize_many([record], tokenizer, max_length=max_length)
             batch = pad_batch([example], tokenizer.pad_token_id)
             logits = model(input_ids=batch["input_ids"]).logits
             losses.append(float(response_losses(logits, batch["labels"])[0]))
@@ -74,7 +74,7 @@ def test_truncation_and_batch_size_are_honoured(tiny, target):
 
 def test_pre_tokenized_examples_give_the_same_losses(tiny, target):
     model, tokenizer = tiny
-    examples = [tokenize_record(record, tokenizer, max_length=96) for record in target]
+    examples = tokenize_many(list(target), tokenizer, max_length=96)
     losses = example_losses(model, examples, tokenizer.pad_token_id, batch_size=3)
     expected = target_loss(model, tokenizer, target, batch_size=3, max_length=96).losses
     np.testing.assert_array_equal(losses, expected)

@@ -19,8 +19,8 @@ from selectkit.cli import cli
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.commands.train import evaluate_command, read_selection_manifest, train_command
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import tokenize_many
 from selectkit.data.synthetic import make_records
-from selectkit.data.tokenize import tokenize_record
 from selectkit.errors import ParamError
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses
@@ -82,7 +82,7 @@ def test_config_rejects_bad_values(changes):
 
 def test_weighted_loss_is_the_weighted_mean_of_example_losses(tiny, pool):
     model, tokenizer = tiny
-    examples = [tokenize_record(pool[i], tokenizer) for i in range(3)]
+    examples = tokenize_many([pool[i] for i in range(3)], tokenizer)
     alone = []
     with torch.no_grad():
         for example in examples:

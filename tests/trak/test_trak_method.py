@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from selectkit_trak.method import Trak, TrakParams
+from selectkit_trak.method import TRAK, TRAKParams
 
 from selectkit import select
 from selectkit.cli import cli
@@ -55,7 +55,7 @@ def trak_run(targeted, gradient_params):
     """The trak selection of 5% of the pool and two attribution runs (primal form: 300 > 256)."""
     pool, target = targeted
     selection = select(pool, "trak", "5%", target=target, params=gradient_params, seed=0)
-    method = Trak(TrakParams(**gradient_params))
+    method = TRAK(TRAKParams(**gradient_params))
     first = method.attribute(pool, target, Context(host=get_host(), seed=0))
     second = method.attribute(pool, target, Context(host=get_host(), seed=0))
     return selection, first, second
@@ -99,8 +99,8 @@ def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run, s
     }
     assert len(warmup) == 1
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])  # 30 records < dim 256
-    params = TrakParams(**gradient_params, checkpoints=warmup.pop())
-    attribution = Trak(params).attribute(subset, target, Context(host=get_host(), seed=0))
+    params = TRAKParams(**gradient_params, checkpoints=warmup.pop())
+    attribution = TRAK(params).attribute(subset, target, Context(host=get_host(), seed=0))
     expected = direct_attribution(
         sgd_sets(store_root, len(subset), dim),
         sgd_sets(store_root, len(target), dim),
@@ -119,7 +119,7 @@ def test_an_ensemble_of_independent_warmups(targeted, gradient_params, tmp_path,
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])
     params = dict(gradient_params)
     monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path / "features"))
-    attribution = Trak(TrakParams(**params, warmup_runs=2)).attribute(
+    attribution = TRAK(TRAKParams(**params, warmup_runs=2)).attribute(
         subset, target, Context(host=get_host(), seed=0)
     )
     dim = gradient_params["dim"]

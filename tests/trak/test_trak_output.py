@@ -10,8 +10,8 @@ from trak.gradient_computers import FunctionalGradientComputer
 
 from selectkit.api import load_model, load_records_from_list
 from selectkit.data.batching import pad_batch
+from selectkit.data.examples import tokenize_many
 from selectkit.data.synthetic import make_records
-from selectkit.data.tokenize import tokenize_many
 from selectkit.errors import ParamError
 from selectkit.models.losses import response_losses
 

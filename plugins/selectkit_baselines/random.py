@@ -1,4 +1,4 @@
-"""Random and longest-response selection."""
+"""The ``random`` method: a uniform random subset, the reference every method must beat."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import LogWeights, Scores
+from selectkit.solvers.objectives import LogWeights
 
 
 class Random(Method):
@@ -24,16 +24,3 @@ class Random(Method):
 
     def attribute(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
         return np.random.default_rng(context.seed).standard_normal((len(pool), len(target)))
-
-
-class Longest(Method):
-    """The records with the longest responses (in the pool's cost unit: tokens or words).
-
-    A strong baseline for instruction tuning (Zhao et al. 2024, "Long Is More for Alignment").
-    Under a token budget the solver maximizes the total response length that fits.
-    """
-
-    name = "longest"
-
-    def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
-        return Scores(pool.response_costs.astype(np.float64))

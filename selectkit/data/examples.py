@@ -1,4 +1,5 @@
-"""Token ids and response-only loss masks for records, under a chat or plain template.
+"""Records as training examples: token ids and response-only loss masks, under a chat or
+plain template.
 
 The loss mask marks the tokens a model is trained to produce: the response and whatever the
 template puts after it to end the turn (the chat template's end-of-turn tokens, or EOS in the
@@ -21,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from selectkit.data.pool import Record
 from selectkit.errors import ParamError, RecordError
 
@@ -42,16 +41,10 @@ class Tokenized:
         """How many tokens the loss mask marks (the response's token cost)."""
         return sum(self.loss_mask)
 
-    @property
-    def loss_tokens(self) -> int:
-        """How many tokens a causal LM's loss takes: the marked ones after the first position,
-        since the first token has nothing before it to be predicted from."""
-        return loss_token_count(self.loss_mask)
-
 
 def loss_token_count(loss_mask: Sequence[bool]) -> int:
     """The loss-mask entries a causal LM predicts: every one but the first position's (labels
-    are shifted by one, as ``features.gradients.response_losses`` and Hugging Face models do)."""
+    are shifted by one, as ``models.losses.response_losses`` and Hugging Face models do)."""
     return sum(loss_mask[1:])
 
 
@@ -236,8 +229,15 @@ def tokenize_many(
     truncation: Truncation = "left",
     batch_size: int = 1024,
 ) -> list[Tokenized | RecordError]:
-    """Tokenize records in batches; a record that cannot be used gets its RecordError in its
-    place instead of stopping the others (the loader decides whether to raise or skip)."""
+    """Token ids and response-only loss mask of each record, tokenized in batches; a record
+    that cannot be used gets its :class:`RecordError` in its place instead of stopping the
+    others (the caller decides whether to raise or skip).
+
+    ``template``: ``"auto"`` uses the tokenizer's chat template when it has one (raw text is
+    never templated), ``"plain"`` renders ``prompt + "\\n" + response`` between the tokenizer's
+    own special tokens and EOS. ``truncation`` to ``max_length``: ``"left"`` drops prompt tokens
+    first and keeps the start of a response longer than ``max_length``; ``"right"`` cuts the end.
+    """
     if max_length is not None and max_length < 1:
         raise ParamError(f"max_length must be a positive number of tokens, got {max_length}")
     if truncation not in ("left", "right"):
@@ -272,56 +272,3 @@ def tokenize_many(
             except RecordError as err:
                 results.append(err)
     return results
-
-
-def tokenize_record(
-    record: Record,
-    tokenizer: Any,
-    *,
-    template: Template = "auto",
-    max_length: int | None = None,
-    truncation: Truncation = "left",
-) -> Tokenized:
-    """Token ids and response-only loss mask of one record.
-
-    ``template``: ``"auto"`` uses the tokenizer's chat template when it has one (raw text is
-    never templated), ``"plain"`` renders ``prompt + "\\n" + response`` between the tokenizer's
-    own special tokens and EOS. ``truncation`` to ``max_length``: ``"left"`` drops prompt tokens
-    first and keeps the start of a response longer than ``max_length``; ``"right"`` cuts the end.
-    A record left with no response token raises :class:`RecordError`.
-    """
-    (result,) = tokenize_many(
-        [record], tokenizer, template=template, max_length=max_length, truncation=truncation
-    )
-    if isinstance(result, RecordError):
-        raise result
-    return result
-
-
-def count_tokens(
-    records: Sequence[Record],
-    tokenizer: Any,
-    template: Template = "auto",
-    *,
-    max_length: int | None = None,
-    truncation: Truncation = "left",
-    batch_size: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token counts of each templated example and of its response part (the tokens the loss
-    covers), as int64 arrays; raises the first record's RecordError, if any."""
-    results = tokenize_many(
-        records,
-        tokenizer,
-        template=template,
-        max_length=max_length,
-        truncation=truncation,
-        batch_size=batch_size,
-    )
-    costs = np.zeros(len(results), dtype=np.int64)
-    response_costs = np.zeros(len(results), dtype=np.int64)
-    for index, result in enumerate(results):
-        if isinstance(result, RecordError):
-            raise result
-        costs[index] = len(result.input_ids)
-        response_costs[index] = result.response_length
-    return costs, response_costs

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from selectkit.data.examples import Template, Tokenized, tokenize_many
 from selectkit.data.pool import Pool
-from selectkit.data.tokenize import Template, Tokenized, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.publish import atomic_writer, is_temporary
