@@ -12,7 +12,6 @@ the file. The click options stay the one definition: the file is read into click
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Mapping
@@ -119,9 +118,7 @@ def render(value: Any, where: str) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ParamError(f"{where} must be a finite number")
-        return repr(value)
+        return repr(value)  # exact, and inf or nan as the command line reads them
     if isinstance(value, str):
         return value
     if isinstance(value, list):

@@ -119,6 +119,7 @@ def load_adapter(model: Any, checkpoint: str | Path) -> Any:
 
     An adapter that cannot be read (a damaged file) or does not fit ``model`` (another base
     model's) is a :class:`ParamError` naming the folder."""
+    import torch
     from peft import PeftModel
 
     folder = Path(checkpoint)
@@ -126,8 +127,8 @@ def load_adapter(model: Any, checkpoint: str | Path) -> Any:
         raise ParamError(
             f"{folder}: no adapter_config.json, so this is not a PEFT adapter checkpoint"
         )
-    try:
-        with _quiet_peft():
+    try:  # PEFT initialises the layers from torch's global generator before it reads them
+        with _quiet_peft(), torch.random.fork_rng(devices=[]):
             return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
     except Exception as exc:  # safetensors, json, torch and PEFT each raise their own errors
         _remove_adapter_layers(model)
