@@ -249,11 +249,7 @@ class Host:
         """The tokenizer ``spec`` names; :class:`ParamError` when no plugin knows it."""
         from selectkit.data.tokenizers import is_reserved_tokenizer, unknown_tokenizer
 
-        hook = (
-            self.first_party_hook("selectkit_load_tokenizer")
-            if is_reserved_tokenizer(spec)
-            else self.hook.selectkit_load_tokenizer
-        )
+        hook = self._loader("selectkit_load_tokenizer", is_reserved_tokenizer(spec))
         tokenizer = hook(spec=spec, trust_remote_code=trust_remote_code)
         if tokenizer is None:
             raise unknown_tokenizer(spec)
@@ -272,15 +268,17 @@ class Host:
 
         options = options if options is not None else ModelOptions()
         device = resolve_device(options.device)
-        hook = (
-            self.first_party_hook("selectkit_load_model")
-            if is_reserved_model(spec)
-            else self.hook.selectkit_load_model
+        loaded = self._loader("selectkit_load_model", is_reserved_model(spec))(
+            spec=spec, options=options
         )
-        loaded = hook(spec=spec, options=options)
         if loaded is None:
             raise unknown_model(spec)
         return prepared(loaded, device)
+
+    def _loader(self, name: str, reserved: bool) -> Any:
+        """Loader hook ``name`` as it is asked: by first-party plugins alone for a name
+        selectkit reserves (``smollm2``, ``tiny-llama``), by every plugin otherwise."""
+        return self.first_party_hook(name) if reserved else getattr(self.hook, name)
 
     def shared_model(self, spec: str, options: ModelOptions) -> LoadedModel:
         """Model ``spec``, loaded once and kept for the next method that asks for the same

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.rows import chunk_rows, matvec, read_rows
+from selectkit.rows import ArrayRows, chunk_rows, matvec, read_rows
 from selectkit.solvers.base import Solution, Solver
 from selectkit.solvers.budget import Problem
 from selectkit.solvers.nnls import nnls_gram
@@ -40,7 +40,7 @@ class OmpSolver(Solver):
         check_count_problem(self.name, objective, problem)
         rows = objective.features
         if chunk_rows(rows, objective.memory_limit) >= rows.num_rows:
-            rows = _Cached(read_rows(rows, 0, rows.num_rows))
+            rows = ArrayRows(read_rows(rows, 0, rows.num_rows))
         scale = float(problem.limit) if objective.scale_to_budget else 1.0
         target = objective.target_row * scale
         fit = _Fit(problem.limit, rows.dim, target, objective.l2)
@@ -107,22 +107,3 @@ class _Fit:
         start = np.append(self.weights, 0.0)
         self.weights = nnls_gram(self.gram[: p + 1, : p + 1], self.rhs[: p + 1], start)
         self.residual = self.target - self.weights @ self.rows[: p + 1]
-
-
-class _Cached:
-    """A pool small enough for ``memory_limit``, read once and kept as float32."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-        self.dtype = array.dtype
-
-    @property
-    def num_rows(self) -> int:
-        return self.array.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.array.shape[1]
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.array[start:stop]
