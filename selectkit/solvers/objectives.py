@@ -27,7 +27,7 @@ from selectkit.solvers.facility import FacilityState, Similarity, singleton_valu
 
 
 @dataclass(frozen=True, eq=False)
-class Objective:
+class Objective(ABC):
     """Base class: what the solver optimizes over the pool, one record per pool position.
 
     Every kind has ``values``, one float per pool record aligned with the pool's order (the
@@ -53,8 +53,9 @@ class Objective:
                 )
             object.__setattr__(self, "eligible", eligible)
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+        """The number of pool records."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class SetEvaluator(Protocol):
 
 
 @dataclass(frozen=True, eq=False)
-class SetFunction(Objective, ABC):
+class SetFunction(Objective):
     """A monotone submodular set function ``F`` with ``F(∅) = 0``, maximized by a greedy solver.
 
     ``values`` are the singleton values ``F({i})``, which by submodularity bound every later
