@@ -33,16 +33,16 @@ import numpy as np
 import torch
 
 from selectkit.api import load_model
+from selectkit.compute.projectors import TrakProjector
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
 from selectkit.features.featurize import FeaturizeConfig, Featurizer, block_order, tokenize_pool
-from selectkit.features.projectors import TrakProjector
-from selectkit.features.store import FeatureStore
 from selectkit.host import get_host
 from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses
+from selectkit.store import FeatureStore
 
 SPEEDUP_TARGET = 20.0
 FLOOR_TARGET = 2.0

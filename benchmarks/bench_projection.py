@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from selectkit.features.projectors import (
+from selectkit.compute.projectors import (
     DenseProjector,
     Projector,
     SparseJLProjector,

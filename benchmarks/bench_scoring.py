@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selectkit.features.npyfiles import row_checksums
-from selectkit.features.scoring import score_pool
-from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus, key_id
 from selectkit.rows import RowSource
+from selectkit.scoring import score_pool
+from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus, key_id
+from selectkit.store.npyfiles import row_checksums
 
 THROUGHPUT_TARGET = 0.50
 CHECKSUM_TARGET = 0.10

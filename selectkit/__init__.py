@@ -42,9 +42,9 @@ _EXPORTS = {
     "Weights": "selectkit.solvers.objectives",
     "FeaturizeConfig": "selectkit.features.featurize",
     "featurize": "selectkit.api",
-    "score_pool": "selectkit.features.scoring",
-    "FeatureSet": "selectkit.features.store",
-    "FeatureStore": "selectkit.features.store",
+    "score_pool": "selectkit.scoring",
+    "FeatureSet": "selectkit.store",
+    "FeatureStore": "selectkit.store",
     "ModelOptions": "selectkit.models.loading",
     "load_model": "selectkit.api",
     "LoraSpec": "selectkit.models.lora",
@@ -122,17 +122,17 @@ if TYPE_CHECKING:
     from selectkit.api import featurize, load_model, load_pool, select
     from selectkit.data.pool import Pool, Record
     from selectkit.features.featurize import FeaturizeConfig
-    from selectkit.features.scoring import score_pool
-    from selectkit.features.store import FeatureSet, FeatureStore
     from selectkit.host import Host, get_host
     from selectkit.markers import hookimpl
     from selectkit.methods import Context, Method
     from selectkit.models.loading import ModelOptions
     from selectkit.models.lora import LoraSpec
+    from selectkit.scoring import score_pool
     from selectkit.selection import Selection
     from selectkit.solvers.base import Solution, Solver
     from selectkit.solvers.budget import Budget, Constraints, Quota
     from selectkit.solvers.objectives import LogWeights, Objective, PerRecord, Scores, Weights
+    from selectkit.store import FeatureSet, FeatureStore
     from selectkit.train.evaluate import target_loss
     from selectkit.train.finetune import FinetuneConfig, finetune, finetune_selection
     from selectkit.train.warmup import WarmupConfig, warmup

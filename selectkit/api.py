@@ -27,10 +27,10 @@ from selectkit.solvers.dispatch import solve
 from selectkit.solvers.objectives import Objective, Weights
 
 if TYPE_CHECKING:
-    from selectkit.features.store import FeatureSet
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.retraining.lds import LdsResult
     from selectkit.retraining.runs import RetrainRuns
+    from selectkit.store import FeatureSet
 
 
 def select(

@@ -37,9 +37,9 @@ from selectkit.markers import hookspec
 if TYPE_CHECKING:
     import click
 
+    from selectkit.compute.projectors import Projector
     from selectkit.data.formats import Format, LoadOptions, RawRow
     from selectkit.data.shapes import Shape
-    from selectkit.features.projectors import Projector
     from selectkit.methods import Method
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.solvers.base import Solver
@@ -87,7 +87,7 @@ def selectkit_register_shapes() -> list[type[Shape]]:
 def selectkit_register_projectors() -> list[type[Projector]]:
     """Return random projector classes that shrink per-example gradients to a few thousand dims.
 
-    Each subclasses :class:`selectkit.features.projectors.Projector` with a ``name`` and is
+    Each subclasses :class:`selectkit.compute.projectors.Projector` with a ``name`` and is
     built from ``(input_dim, output_dim, seed, device, dtype)``; the same seed must give the same
     projection on any machine, device and shard. Import torch inside the class, not at module
     level, so ``selectkit --help`` stays fast.

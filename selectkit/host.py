@@ -64,7 +64,7 @@ BUILTIN_PLUGINS = (
     "selectkit.data.shapes",
     "selectkit.data.tokenizers",
     "selectkit.solvers.builtin",
-    "selectkit.features.projectors",
+    "selectkit.compute.projectors",
     "selectkit.models.loading",
 )
 

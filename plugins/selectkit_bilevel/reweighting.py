@@ -43,7 +43,7 @@ The training step then applies ``Σ_{i∈B} w_i g_i / Σ_{i∈B} w_i`` — the p
 already at hand, no second backward — with AdamW (``inner_lr``, no weight decay), so the
 model trains on the weighted loss ``Σ w_i ℓ_i / Σ w_i`` that fine-tuning on the selection uses.
 Gradients are exact per-example gradients of the response loss over the trainable (LoRA)
-parameters (:class:`selectkit.features.gradients.PerExampleGradients`), never projected, from
+parameters (:class:`selectkit.compute.gradients.PerExampleGradients`), never projected, from
 one batched backward per outer step over the pool batch and the target batch together.
 """
 
@@ -205,7 +205,7 @@ def reweight(
     import torch
     from tqdm.auto import tqdm
 
-    from selectkit.features.gradients import PerExampleGradients
+    from selectkit.compute.gradients import PerExampleGradients
     from selectkit.train.common import own_rng
 
     count = len(pool_examples)

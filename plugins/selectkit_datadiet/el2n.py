@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from selectkit.compute.token_stats import el2n_scores
 from selectkit.data.pool import Pool
 from selectkit.features.pipeline import GradientPipeline, ModelParams
-from selectkit.features.token_stats import el2n_scores
 from selectkit.methods import Context, Method
 from selectkit.solvers.objectives import Scores
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from selectkit.errors import BudgetError
-from selectkit.features.scoring import subtask_matrix
+from selectkit.scoring import subtask_matrix
 
 
 def check_round_robin(num_subtasks: int, budget: int | None) -> None:

@@ -24,8 +24,8 @@ from selectkit.features.pipeline import (
     GradientPipeline,
     learning_rates,
 )
-from selectkit.features.scoring import iter_similarity, score_pool, similarity_matrix
 from selectkit.methods import Context, Method
+from selectkit.scoring import iter_similarity, score_pool, similarity_matrix
 from selectkit.solvers.objectives import Scores
 from selectkit_less.aggregate import (
     check_round_robin,

@@ -18,8 +18,8 @@ from selectkit.features.pipeline import (
     GradientPipeline,
     learning_rates,
 )
-from selectkit.features.scoring import score_pool, similarity_matrix
 from selectkit.methods import Context, Method
+from selectkit.scoring import score_pool, similarity_matrix
 from selectkit.solvers.objectives import Scores
 
 

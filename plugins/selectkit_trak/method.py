@@ -23,10 +23,10 @@ import numpy as np
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientParams, GradientPipeline
-from selectkit.features.store import FeatureSet
 from selectkit.methods import Context, Method
 from selectkit.resources import check_memory
 from selectkit.solvers.objectives import Scores
+from selectkit.store import FeatureSet
 from selectkit_trak.kernel import ScaledRows, check_damping, memory_needed, trak_scores
 
 

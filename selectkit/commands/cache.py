@@ -10,8 +10,8 @@ import click
 from selectkit.commands.options import cache_dir_option
 from selectkit.commands.reporting import ReportingGroup
 from selectkit.errors import EXIT_PROBLEMS, StoreError
-from selectkit.features.store import BrokenEntry, FeatureStore, check_entry
 from selectkit.resources import human_bytes
+from selectkit.store import BrokenEntry, FeatureStore, check_entry
 from selectkit.terminal import printable, printable_json
 
 

@@ -95,9 +95,9 @@ def featurize_command(**kw: Any) -> None:
     from selectkit.cachedirs import default_root
     from selectkit.data.load import load_pool
     from selectkit.features.featurize import FeaturizeConfig, featurize, parse_shard
-    from selectkit.features.store import FeatureStore
     from selectkit.host import get_host
     from selectkit.publish import check_paths
+    from selectkit.store import FeatureStore
 
     inputs = {"POOL": kw["pool_path"], "--model": kw["model"]}
     inputs.update({f"--checkpoint {c}": c for c in kw["checkpoints"]})

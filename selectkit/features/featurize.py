@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from selectkit.data.batching import pad_batch
-from selectkit.data.examples import Template, Tokenized, Truncation, tokenize_many
-from selectkit.errors import ParamError, RecordError
-from selectkit.features.fingerprints import file_digest, tensors_digest, tokenizer_digest
-from selectkit.features.gradient_types import (
+from selectkit.compute.gradient_types import (
     AdamConstants,
     GradientKind,
     GradientTransform,
     flatten_moments,
 )
-from selectkit.features.gradients import GradientBackend, PerExampleGradients
-from selectkit.features.store import FeatureSet, FeatureStore, Layout, RowStatus
+from selectkit.compute.gradients import GradientBackend, PerExampleGradients
+from selectkit.data.batching import pad_batch
+from selectkit.data.examples import Template, Tokenized, Truncation, tokenize_many
+from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec
 from selectkit.provenance import versions
+from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
+from selectkit.store.fingerprints import file_digest, tensors_digest, tokenizer_digest
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool

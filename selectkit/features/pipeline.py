@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from selectkit import locks
 from selectkit.cachedirs import beside
+from selectkit.compute.gradient_types import GradientKind
+from selectkit.compute.projectors import GEN_BLOCK
 from selectkit.errors import ParamError, StoreError
 from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
-from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
-from selectkit.features.gradient_types import GradientKind
-from selectkit.features.projectors import GEN_BLOCK
-from selectkit.features.store import FeatureSet, FeatureStore
 from selectkit.models.loading import DType
 from selectkit.models.lora import LoraSpec
 from selectkit.resources import check_memory
 from selectkit.seeds import SEED_MAX
+from selectkit.store import FeatureSet, FeatureStore
+from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
 
 if TYPE_CHECKING:
     from selectkit.data.examples import Tokenized

@@ -25,7 +25,6 @@ import numpy as np
 from selectkit.data.examples import Tokenized
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError, TrainingDiverged
-from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.provenance import jsonable, versions
 from selectkit.retraining.runs import (
     IDENTITY,
@@ -41,6 +40,7 @@ from selectkit.retraining.runs import (
     write_model,
 )
 from selectkit.retraining.subsets import subset_masks
+from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.train.common import claim_run_folder, pad_token_id, tokenize_subset, trainable_copy
 from selectkit.train.evaluate import example_losses
 from selectkit.train.finetune import FinetuneConfig, train_steps, training_plan

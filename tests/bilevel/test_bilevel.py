@@ -15,11 +15,11 @@ from selectkit.api import load_records_from_list
 from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.fingerprints import tensors_digest
 from selectkit.features.pipeline import GradientParams, GradientPipeline
 from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.output import write_selection
+from selectkit.store.fingerprints import tensors_digest
 
 TARGET_FAMILY = "units"
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from selectkit import locks
 from selectkit.commands.cache import cache
-from selectkit.features.store import FeatureStore, Layout, RowStatus
+from selectkit.store import FeatureStore, Layout, RowStatus
 
 KEY = {"pool": "abc", "model": "tiny-gpt", "projection": 64}
 

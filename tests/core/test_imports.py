@@ -1,6 +1,6 @@
 """The import graph of ``selectkit/``: no module imports itself back through others, and the
-layers below the entry points (``data``, ``models``, ``solvers``, ``features``, ``train``,
-``retraining``) never import each other both ways.
+layers below the entry points (``data``, ``models``, ``solvers``, ``compute``, ``store``,
+``features``, ``train``, ``retraining``) never import each other both ways.
 
 Every import counts: at module level, inside functions (a lazy import still makes the arrow)
 and under ``TYPE_CHECKING`` (an annotation that runs back up is a design cycle even when

@@ -7,13 +7,13 @@ import torch
 
 from selectkit import select
 from selectkit.api import load_model
+from selectkit.compute.gradients import PerExampleGradients
+from selectkit.compute.token_stats import el2n_scores
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Record
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
-from selectkit.features.gradients import PerExampleGradients
-from selectkit.features.store import FeatureStore
-from selectkit.features.token_stats import el2n_scores
 from selectkit.models.lora import load_adapter
+from selectkit.store import FeatureStore
 
 
 def _checkpoints(params: dict) -> list:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from selectkit.api import featurize, load_model, load_pool, load_records_from_list
+from selectkit.compute.gradients import PerExampleGradients
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
@@ -26,11 +27,10 @@ from selectkit.features.featurize import (
     parse_shard,
     tokenize_pool,
 )
-from selectkit.features.gradients import PerExampleGradients
-from selectkit.features.store import FeatureStore, RowStatus, verify_entry
 from selectkit.host import get_host
 from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec
+from selectkit.store import FeatureStore, RowStatus, verify_entry
 
 CONFIG = FeaturizeConfig(dim=64, batch_size=4, max_length=96)
 

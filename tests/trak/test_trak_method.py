@@ -16,9 +16,9 @@ from selectkit.cli import cli
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.store import FeatureSet, FeatureStore
 from selectkit.host import get_host
 from selectkit.methods import Context
+from selectkit.store import FeatureSet, FeatureStore
 
 RANDOM_SHARE = 0.1  # one family in ten
 

@@ -16,15 +16,15 @@ import pytest
 
 from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
-from selectkit.features import npyfiles
-from selectkit.features.store import (
+from selectkit.store import (
     FeatureStore,
     Layout,
     RowStatus,
     key_id,
+    npyfiles,
     verify_entry,
 )
-from selectkit.features.store import root as store_module
+from selectkit.store import root as store_module
 
 KEY = {"model": "tiny", "gradient": "adam", "pool": "abc123", "lr": 1e-4}
 # 8 float32 columns x 4 rows per block = 128 bytes a block; 300 bytes a file = 2 blocks.
@@ -409,7 +409,7 @@ def test_two_shards_give_the_bytes_of_one_run(store, reference):
 WORKER = """
 import sys
 import numpy as np
-from selectkit.features.store import FeatureStore, Layout, RowStatus
+from selectkit.store import FeatureStore, Layout, RowStatus
 
 {block}
 root, index, key = sys.argv[1], int(sys.argv[2]), {key!r}

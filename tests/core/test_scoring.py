@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from selectkit.errors import ParamError
-from selectkit.features.scoring import (
+from selectkit.rows import ArrayRows, RowSource
+from selectkit.scoring import (
     iter_similarity,
     score_pool,
     similarity_matrix,
     subtask_matrix,
 )
-from selectkit.rows import ArrayRows, RowSource
 
 N_POOL, N_TARGET = 103, 11
 DIMS = (32, 24, 40)  # dims may differ between checkpoints
@@ -434,8 +434,7 @@ def test_results_are_on_the_device_in_float32(data):
 
 def test_import_does_not_load_torch():
     code = (
-        "import sys; import selectkit.features.scoring; "
-        "assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys; import selectkit.scoring; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

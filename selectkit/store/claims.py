@@ -10,8 +10,8 @@ from pathlib import Path
 
 from selectkit import locks
 from selectkit.errors import OutputError, StoreError
-from selectkit.features.store.problems import UNREADABLE, UNWRITABLE
 from selectkit.publish import atomic_writer
+from selectkit.store.problems import UNREADABLE, UNWRITABLE
 
 #: The folder of the store's root that holds the claims.
 CLAIMS = ".claims"

@@ -12,8 +12,8 @@ from selectkit.api import featurize, load_records_from_list
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features.featurize import FeaturizeConfig
-from selectkit.features.store import FeatureStore, Layout, RowStatus
 from selectkit.host import Host
+from selectkit.store import FeatureStore, Layout, RowStatus
 
 CONFIG = FeaturizeConfig(dim=16, batch_size=4, max_length=96)
 REQUEST = {"pool": "abc", "model": {"spec": "tiny-llama"}}

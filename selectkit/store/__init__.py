@@ -29,9 +29,9 @@ a live one's by the flock their creator holds, and removed by the next writer. R
 complete entry needs no write access.
 """
 
-from selectkit.features.store.entry import FeatureSet
-from selectkit.features.store.integrity import Check, check_entry, repair_entry, verify_entry
-from selectkit.features.store.layout import (
+from selectkit.store.entry import FeatureSet
+from selectkit.store.integrity import Check, check_entry, repair_entry, verify_entry
+from selectkit.store.layout import (
     CHECKSUMS,
     DTYPES,
     ENTRY_FORMAT,
@@ -40,8 +40,8 @@ from selectkit.features.store.layout import (
     canonical_key,
     key_id,
 )
-from selectkit.features.store.problems import BrokenEntry, repair_hint
-from selectkit.features.store.root import FILE_BYTES, FeatureStore
+from selectkit.store.problems import BrokenEntry, repair_hint
+from selectkit.store.root import FILE_BYTES, FeatureStore
 
 __all__ = [
     "CHECKSUMS",

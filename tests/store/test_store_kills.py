@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
-from selectkit.features.store import FeatureStore
+from selectkit.store import FeatureStore
 
 ARGS = ["--model", "tiny-llama", "--dim", "64", "--batch-size", "2", "--max-length", "96"]
 

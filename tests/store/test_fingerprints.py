@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import torch
 
-from selectkit.features.fingerprints import tensors_digest
+from selectkit.store.fingerprints import tensors_digest
 
 
 def test_the_weights_digest_is_blake2b_of_names_dtypes_shapes_and_bytes():

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from selectkit.errors import ParamError
-from selectkit.features.projectors import (
+from selectkit.compute.projectors import (
     GEN_BLOCK,
     DenseProjector,
     Projector,
     SparseJLProjector,
     TrakProjector,
 )
+from selectkit.errors import ParamError
 from selectkit.host import Host
 
 # Spans three generation blocks, the last one partial.
@@ -314,7 +314,7 @@ def test_host_registers_the_projectors():
     assert host.projector("sjlt") is SparseJLProjector
     assert all(issubclass(cls, Projector) for cls in host.projectors.values())
     host.warm()
-    assert host.plugins["selectkit.features.projectors"].provides == {
+    assert host.plugins["selectkit.compute.projectors"].provides == {
         "projectors": ["sjlt", "rademacher", "traker"]
     }
     with pytest.raises(ParamError, match="no projector named 'jl'"):

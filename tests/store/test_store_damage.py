@@ -15,20 +15,20 @@ from click.testing import CliRunner
 
 from selectkit.api import featurize, load_model, load_pool, load_records_from_list
 from selectkit.cli import cli
+from selectkit.compute.gradients import PerExampleGradients
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features.featurize import FeaturizeConfig
-from selectkit.features.gradients import PerExampleGradients
-from selectkit.features.npyfiles import row_checksums
-from selectkit.features.scoring import score_pool
-from selectkit.features.store import (
+from selectkit.rows import read_all
+from selectkit.scoring import score_pool
+from selectkit.store import (
     BrokenEntry,
     FeatureStore,
     RowStatus,
     check_entry,
     verify_entry,
 )
-from selectkit.rows import read_all
+from selectkit.store.npyfiles import row_checksums
 
 from .test_store import FILE_BYTES, _block, _layout
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from selectkit.compute.gradient_types import GradientTransform, flatten_moments
+from selectkit.compute.gradients import PerExampleGradients, trainable_layout
 from selectkit.data.batching import pad_batch
 from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Record
 from selectkit.errors import ParamError
-from selectkit.features.gradient_types import GradientTransform, flatten_moments
-from selectkit.features.gradients import PerExampleGradients, trainable_layout
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses
 from selectkit.models.tiny import tiny_model

@@ -16,8 +16,10 @@ import numpy as np
 
 from selectkit import locks
 from selectkit.errors import StoreError
-from selectkit.features import npyfiles
-from selectkit.features.store.layout import (
+from selectkit.provenance import jsonable
+from selectkit.publish import atomic_writer
+from selectkit.store import npyfiles
+from selectkit.store.layout import (
     CHECKSUMS,
     ENTRY_FORMAT,
     Layout,
@@ -26,7 +28,7 @@ from selectkit.features.store.layout import (
     contiguous_runs,
     file_specs,
 )
-from selectkit.features.store.problems import (
+from selectkit.store.problems import (
     UNREADABLE,
     BrokenEntry,
     reason,
@@ -34,8 +36,6 @@ from selectkit.features.store.problems import (
     sample,
     writing,
 )
-from selectkit.provenance import jsonable
-from selectkit.publish import atomic_writer
 
 
 def plain_meta(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from selectkit.errors import ParamError
 if TYPE_CHECKING:
     import torch
 
-    from selectkit.features.gradients import ParamSlice
+    from selectkit.compute.gradients import ParamSlice
 
 GradientKind = Literal["sgd", "adam", "sign"]
 GRADIENT_KINDS = ("sgd", "adam", "sign")

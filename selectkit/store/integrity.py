@@ -14,11 +14,11 @@ import numpy as np
 
 from selectkit import locks
 from selectkit.errors import StoreError
-from selectkit.features import npyfiles
-from selectkit.features.store.entry import FeatureSet
-from selectkit.features.store.layout import CHECKSUMS, RowStatus, key_id
-from selectkit.features.store.problems import UNREADABLE, reason, sample, writing
 from selectkit.publish import clear_stale, is_temporary
+from selectkit.store import npyfiles
+from selectkit.store.entry import FeatureSet
+from selectkit.store.layout import CHECKSUMS, RowStatus, key_id
+from selectkit.store.problems import UNREADABLE, reason, sample, writing
 
 #: Rows per piece when a whole entry is checked against its checksums.
 CHECK_ROWS = 4096

@@ -21,11 +21,14 @@ import numpy as np
 from selectkit import __version__, locks
 from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
-from selectkit.features import npyfiles
-from selectkit.features.store.claims import CLAIMS, RequestClaim
-from selectkit.features.store.entry import FeatureSet, plain_meta
-from selectkit.features.store.integrity import Check, check_entry, repair_entry
-from selectkit.features.store.layout import (
+from selectkit.provenance import jsonable
+from selectkit.publish import atomic_writer, clear_stale, fsync_path
+from selectkit.resources import human_bytes
+from selectkit.store import npyfiles
+from selectkit.store.claims import CLAIMS, RequestClaim
+from selectkit.store.entry import FeatureSet, plain_meta
+from selectkit.store.integrity import Check, check_entry, repair_entry
+from selectkit.store.layout import (
     ENTRY_FORMAT,
     Layout,
     canonical_key,
@@ -33,16 +36,13 @@ from selectkit.features.store.layout import (
     file_specs,
     key_id,
 )
-from selectkit.features.store.problems import (
+from selectkit.store.problems import (
     UNWRITABLE,
     BrokenEntry,
     not_writable,
     writable,
     writing,
 )
-from selectkit.provenance import jsonable
-from selectkit.publish import atomic_writer, clear_stale, fsync_path
-from selectkit.resources import human_bytes
 
 #: One block as a featurizer computes it: its rows, their status codes, and the layout's columns.
 Block = tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]
@@ -227,7 +227,7 @@ class FeatureStore:
     def repair(self, features: FeatureSet, found: Check) -> list[str]:
         """Repair what ``found`` (from ``check_entry(features, rows=True)``) says is wrong: rebuild
         means remove (the next run that needs these features extracts them again); the rest
-        is :func:`~selectkit.features.store.integrity.repair_entry`. Returns what was done."""
+        is :func:`~selectkit.store.integrity.repair_entry`. Returns what was done."""
         if found.rebuild:
             self._remove_damaged(features.id, found.rebuild)
             return [

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
-from selectkit.features.store import FeatureStore, Layout, RowStatus
+from selectkit.store import FeatureStore, Layout, RowStatus
 
 
 @pytest.fixture
