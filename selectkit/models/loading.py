@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,11 +55,17 @@ class LoadedModel:
 
     Frozen, because one loaded model serves every method of a session
     (:meth:`~selectkit.host.Host.shared_model`): a method that needs an adapter takes it
-    through :meth:`adapted`, which always leaves the model as it found it."""
+    through :meth:`adapted`, which always leaves the model as it found it.
+
+    ``digests`` remembers the digests of its base weights
+    (:func:`selectkit.store.fingerprints.tensors_digest`'s ``memo``): the warmup key and every
+    feature key of a run hash the same weights, and hashing SmolLM2's takes half a second.
+    It is shared with the views :meth:`adapted` gives, and is no part of equality."""
 
     model: Any
     tokenizer: Any
     spec: str
+    digests: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @contextlib.contextmanager
     def adapted(
