@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from selectkit.api import load_model
-from selectkit.compute.projectors import TrakProjector
+from selectkit.compute.projectors import ProjectionConfig, TrakProjector
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool, Record
 from selectkit.data.synthetic import make_records
@@ -106,7 +106,7 @@ def reference_seconds(
     Returns the total seconds and the part spent projecting."""
     model = featurizer.loaded.model
     params = [p for p in model.parameters() if p.requires_grad]
-    projector = TrakProjector(featurizer.grads.dim, config.dim, config.seed)
+    projector = TrakProjector(featurizer.grads.dim, config.projection.dim, config.projection.seed)
     pad = featurizer.loaded.tokenizer.pad_token_id
     tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
     projecting = 0.0
@@ -165,7 +165,9 @@ def main() -> None:
         for name, param in loaded.model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
-    config = FeaturizeConfig(dim=DIM, batch_size=args.batch_size, max_length=args.max_length)
+    config = FeaturizeConfig(
+        projection=ProjectionConfig(dim=DIM), batch_size=args.batch_size, max_length=args.max_length
+    )
     pool = long_records(args.examples, seed=0)
     small = Pool(list(pool)[: args.reference_examples])
     with tempfile.TemporaryDirectory() as root:

@@ -95,20 +95,19 @@ def main() -> None:
 
     gradient = {
         "model": args.model,
-        "dim": args.dim,
         "max_length": 128,
-        "lora_targets": "all-linear",
-        "warmup_fraction": args.fraction,
-        "warmup_epochs": args.epochs,
-        "warmup_lr": args.lr,
-        "cache_dir": str(work / "features"),
+        "lora.target_modules": "all-linear",
+        "warmup.fraction": args.fraction,
+        "warmup.epochs": args.epochs,
+        "warmup.learning_rate": args.lr,
+        "projection.dim": args.dim,
     }
     methods = [
         ("trak", "trak", gradient),
         ("trak damping=1", "trak", {**gradient, "damping": 1.0}),
         ("trak damping=10", "trak", {**gradient, "damping": 10.0}),
-        ("trak warmup_runs=4", "trak", {**gradient, "warmup_runs": 4}),
-        ("trak damping=10 warmup_runs=4", "trak", {**gradient, "damping": 10.0, "warmup_runs": 4}),
+        ("trak warmup.runs=4", "trak", {**gradient, "warmup.runs": 4}),
+        ("trak damping=10 warmup.runs=4", "trak", {**gradient, "damping": 10.0, "warmup.runs": 4}),
         (
             "datamodels (regression)",
             "datamodels",
@@ -124,7 +123,9 @@ def main() -> None:
     width = max(len(label) for label, _, _ in methods)
     print(f"\n{'method':{width}} {'LDS':>15} {'mean-loss LDS':>14} {'seconds':>8}")
     for label, method, params in methods:
-        result = evaluate_lds(method, pool, target, runs["eval"], params=params, seed=0)
+        result = evaluate_lds(
+            method, pool, target, runs["eval"], params=params, seed=0, cache_dir=work / "features"
+        )
         results[label] = result
         print(
             f"{label:{width}} {result.mean:7.3f} ± {result.stderr:5.3f} "

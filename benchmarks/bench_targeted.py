@@ -101,9 +101,8 @@ def main() -> None:
     params = {
         "model": "smollm2",
         "max_length": args.max_length,
-        "warmup_epochs": 1,
-        "warmup_fraction": 0.1,
-        "cache_dir": cache,
+        "warmup.epochs": 1,
+        "warmup.fraction": 0.1,
     }
     share = pool.groups.count(TARGET_SOURCE) / len(pool)
     print(
@@ -118,7 +117,13 @@ def main() -> None:
         if method == "dsir":
             method_params = {"sample": "false"}
         selections[method] = select(
-            pool, method, args.budget, target=target, params=method_params, seed=args.seed
+            pool,
+            method,
+            args.budget,
+            target=target,
+            params=method_params,
+            seed=args.seed,
+            cache_dir=cache,
         )
         precision = selections[method].group_shares(pool).get(TARGET_SOURCE, 0.0)
         print(

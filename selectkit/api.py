@@ -18,7 +18,7 @@ from selectkit.data.pool import Pool
 from selectkit.errors import BudgetError, ParamError, PluginError
 from selectkit.host import Host, get_host
 from selectkit.manifest import build_manifest, plugin_of
-from selectkit.methods import Context, Method
+from selectkit.methods import BUDGET_UNITS, Context, Method
 from selectkit.params import build_params
 from selectkit.seeds import check_seed
 from selectkit.selection import Selection
@@ -53,12 +53,12 @@ def select(
     """Select records of ``pool`` with ``method`` under ``budget`` and ``constraints``.
 
     ``method`` is a registered name (``"dsir"``) or a configured Method instance; ``params``
-    are that method's parameters (strings are converted to their declared types). The budget,
-    quotas, target, seed and parameters are all checked before the method does any work. A
-    selection of no records is an error (it is never what a training run wants) unless
-    ``allow_empty``. ``cache_dir`` is the feature store's folder (default:
-    ``SELECTKIT_CACHE_DIR`` or the user cache); ``host`` the plugin host (default: the
-    process-wide one, built from the environment).
+    are that method's parameters (strings are converted to their declared types). The budget
+    (in a unit the method declares: :attr:`Method.budgets`), quotas, target, seed and
+    parameters are all checked before the method does any work. A selection of no records is
+    an error (it is never what a training run wants) unless ``allow_empty``. ``cache_dir`` is
+    the feature store's folder (default: ``SELECTKIT_CACHE_DIR`` or the user cache); ``host``
+    the plugin host (default: the process-wide one, built from the environment).
     """
     host = host or get_host()
     store_root = _store_root(cache_dir)
@@ -68,6 +68,7 @@ def select(
         raise ParamError(f"n_jobs must be 0 (every core) or a positive number, not {n_jobs!r}")
     method_obj = _method(host, method, params)
     budget = Budget.parse(budget)
+    check_budget_unit(method_obj, budget, host)
     constraints = constraints or Constraints()
     if method_obj.needs_target and (target is None or len(target) == 0):
         raise ParamError(f"method '{method_obj.name}' needs a target set (--target FILE)")
@@ -145,6 +146,32 @@ def select(
         timings=timings,
     )
     return Selection(indices, ids, objective.values, weights, solution, manifest, group_weights)
+
+
+#: For each budget unit: what a method that takes only that unit selects, what the budget is
+#: called, and how it is written.
+_UNIT_WORDS = {
+    "items": ("selects a number of records", "a count budget", "-b 500 or -b 5%"),
+    "tokens": ("selects up to a total cost", "a token budget", "-b 200000tok"),
+}
+
+
+def check_budget_unit(method: Method, budget: Budget, host: Host) -> None:
+    """A budget in a unit the method does not declare (:attr:`Method.budgets`) is refused
+    before the method runs; a declaration that names no known unit is a bug of its plugin."""
+    declared = method.budgets
+    if not (isinstance(declared, tuple) and declared and set(declared) <= set(BUDGET_UNITS)):
+        raise PluginError(
+            f"method '{method.name}' ({_provider(host, method)}) declares budgets {declared!r}, "
+            f"not a tuple of {' and '.join(map(repr, BUDGET_UNITS))}; this is a bug in that "
+            "plugin: report it to its authors"
+        )
+    if budget.unit not in declared:
+        selects, name, written = _UNIT_WORDS[declared[0]]
+        raise ParamError(
+            f"method '{method.name}' {selects}: use {name} ({written}), not "
+            f"{_UNIT_WORDS[budget.unit][1]} ({budget})"
+        )
 
 
 def _check_fits_one(problem: Problem, budget: Budget, unit: str) -> None:

@@ -85,7 +85,7 @@ def select_command(**kw: Any) -> None:
     The records, the manifest and the scores are published together when the selection is
     complete; until then (and if anything fails) the previous files are left as they were.
     """
-    from selectkit.api import load_pool, select
+    from selectkit.api import check_budget_unit, load_pool, select
     from selectkit.output import SelectionOutputs, output_paths
     from selectkit.params import build_params, parse_assignments
     from selectkit.publish import check_paths
@@ -101,6 +101,7 @@ def select_command(**kw: Any) -> None:
     method = method_cls(build_params(method_cls.Params, params, f"method '{kw['method']}'"))
     if method.needs_target and not kw["target_path"]:
         raise click.UsageError(f"method '{method.name}' needs --target FILE")
+    check_budget_unit(method, budget, host)  # before the pool is read
     solver_params = parse_assignments(kw["solver_param"])
     if kw["solver"]:
         host.solver(kw["solver"])

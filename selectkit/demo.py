@@ -70,8 +70,8 @@ def run_demo(
         gradient_params = {
             "model": model,
             "max_length": 256,
-            "warmup_fraction": 0.1,
-            "warmup_epochs": 1,
+            "warmup.fraction": 0.1,
+            "warmup.epochs": 1,
         }
         echo(
             f"pool: {len(pool)} records in {len(set(pool.groups))} task families; "

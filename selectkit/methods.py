@@ -5,17 +5,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_args
 
 import numpy as np
 
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.params import NoParams
+from selectkit.solvers.budget import Unit
 from selectkit.solvers.objectives import Objective
 
 if TYPE_CHECKING:
     from selectkit.models.loading import LoadedModel, ModelOptions
+
+#: Every budget unit a method can declare in :attr:`Method.budgets`.
+BUDGET_UNITS: tuple[Unit, ...] = get_args(Unit)
 
 
 class Services(Protocol):
@@ -46,9 +50,10 @@ class Context:
     selection's seed: sampling and the randomness of methods that sample, never the warmup's
     or the projection's (those are parameters of the methods that use them, so a new seed
     reuses their work). ``n_jobs`` bounds parallelism (0 means all cores); ``progress`` asks
-    for progress bars on long work. ``budget_records`` is the number of records a count
-    budget selects (``None`` for token budgets), for methods whose scoring depends on it, so
-    they can refuse an impossible request before heavy work.
+    for progress bars on long work. ``budget_records`` is the number of records a count or
+    fraction budget selects (``None`` for a token budget), for methods whose work depends on
+    it; a method that needs it declares ``budgets = ("items",)``, so it never sees ``None``
+    from :func:`selectkit.select`.
     """
 
     host: Services
@@ -58,16 +63,6 @@ class Context:
     progress: bool = False
     budget_records: int | None = None
 
-    def count_budget(self, method: str) -> int:
-        """The number of records to select, for methods that only work with a count budget;
-        a :class:`ParamError` for a token budget, before any heavy work."""
-        if self.budget_records is None:
-            raise ParamError(
-                f"method '{method}' selects a number of records: use a count budget "
-                "(-b 500 or -b 5%), not a token budget"
-            )
-        return self.budget_records
-
 
 class Method(ABC):
     """A data-selection method. Subclass it, set the class attributes and implement
@@ -75,12 +70,17 @@ class Method(ABC):
 
     ``name`` is what users type after ``--method``. ``Params`` is a frozen dataclass whose fields
     (with defaults and ``metadata={"help": ...}``) are the method's parameters.
-    ``needs_target`` says whether the method requires a target set.
+    ``needs_target`` says whether the method requires a target set. ``budgets`` are the budget
+    units the method honours: ``"items"`` (count and fraction budgets: a number of records)
+    and ``"tokens"`` (a total cost); :func:`selectkit.select` refuses any other before the
+    method runs. A method whose work needs the number of records (``context.budget_records``),
+    or whose objective only count-budget solvers take, declares ``("items",)``.
     """
 
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
     needs_target: ClassVar[bool] = False
+    budgets: ClassVar[tuple[Unit, ...]] = BUDGET_UNITS
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 import os
 import types
@@ -38,28 +39,104 @@ def build_params(params_cls: type, values: Mapping[str, Any], owner: str) -> Any
     a bool, a float field takes an int, a Literal takes one of its values, a tuple field takes
     a list or tuple of the right items, Optional takes None).
 
-    ``owner`` names the method or solver in error messages.
+    A field whose type is itself a dataclass is a group (``lora``, ``warmup``): it takes an
+    instance, a mapping of its own fields, or dotted keys (``lora.r=16``), the one spelling
+    of a nested setting everywhere (``-p``, run files, Python). ``owner`` names the method or
+    solver in error messages.
     """
+    return _build(params_cls, _nest(values, owner), owner, "")
+
+
+def _nest(values: Mapping[str, Any], owner: str, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys as nested mappings, ``{"lora.r": 8}`` -> ``{"lora": {"r": 8}}``, merged at
+    every depth with each other and with the mappings given (``finetune.lora.r`` beside
+    ``finetune.lora.alpha``, or ``{"finetune": {"lora": {...}}}``), in new dicts."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            value = {rest: value}
+        if isinstance(value, Mapping):
+            value = _nest(value, owner, f"{prefix}{head}.")
+        nested = _merge(nested, {head: value}, owner, prefix)
+    return nested
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any], owner: str, prefix: str) -> dict[str, Any]:
+    """Two nested mappings as one; a setting given in both is refused."""
+    merged = dict(into)
+    for key, value in more.items():
+        name = prefix + key
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = _merge(merged[key], value, owner, f"{name}.")
+        elif isinstance(merged[key], dict) or isinstance(value, dict):
+            raise ParamError(f"{owner}: '{name}' is given both whole and setting by setting")
+        else:
+            raise ParamError(f"{owner}: parameter '{name}' is given twice")
+    return merged
+
+
+def _build(params_cls: type, values: Mapping[str, Any], owner: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ParamError(f"{owner} has no parameter {unknown}; its parameters are: {known}")
+        raise _unknown(params_cls, [prefix + name for name in unknown], owner, prefix)
     hints = typing.get_type_hints(params_cls)
     converted = {}
     for key, value in values.items():
-        converted[key] = _convert(value, hints[key], f"{owner} parameter '{key}'")
+        tp, name = hints[key], prefix + key
+        if is_group(tp) and isinstance(value, Mapping):
+            converted[key] = _build(tp, value, owner, f"{name}.")
+        elif is_group(tp) and not isinstance(value, tp):
+            raise ParamError(
+                f"{owner} parameter '{name}' is a group: give its settings as {name}.<field>="
+            )
+        else:
+            converted[key] = convert(value, tp, f"{owner} parameter '{name}'")
     try:
         return params_cls(**converted)
     except (TypeError, ValueError, ParamError) as exc:
-        raise ParamError(f"{owner}: {exc}") from None
+        group = prefix.rstrip(".")
+        text = str(exc).removeprefix(f"{group.rpartition('.')[2]}: ")  # no "warmup: warmup:"
+        raise ParamError(f"{owner} {group}: {text}" if group else f"{owner}: {text}") from None
+
+
+def _unknown(params_cls: type, names: list[str], owner: str, prefix: str) -> ParamError:
+    """The error for unknown parameters, with a hint: the new name of a renamed one (the
+    class's ``former_names``), else the closest known name."""
+    known = [row["name"] for row in describe_params(params_cls)]
+    renamed = getattr(params_cls, "former_names", {}).get(names[0].removeprefix(prefix))
+    close = (
+        [prefix + renamed]
+        if renamed in known
+        else difflib.get_close_matches(
+            names[0].replace("_", ".", 1) if "." not in names[0] else names[0],
+            [prefix + k for k in known],
+            n=1,
+        )
+    )
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    listed = ", ".join(prefix + k for k in known) or "none"
+    return ParamError(f"{owner} has no parameter {names}{hint}; its parameters are: {listed}")
+
+
+def is_group(tp: Any) -> bool:
+    """Whether a field of this type is a group of settings (a dataclass)."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def describe_params(params_cls: type) -> list[dict[str, Any]]:
-    """Name, type, default and help of each parameter, for listings and docs."""
+    """Name (dotted inside groups), type, default and help of each setting, for listings,
+    docs and generated command-line options."""
     hints = typing.get_type_hints(params_cls)
     rows = []
     for f in dataclasses.fields(params_cls):
+        if is_group(hints[f.name]):
+            for row in describe_params(hints[f.name]):
+                rows.append({**row, "name": f"{f.name}.{row['name']}"})
+            continue
         default = f.default
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
@@ -67,12 +144,25 @@ def describe_params(params_cls: type) -> list[dict[str, Any]]:
             {
                 "name": f.name,
                 "type": _type_name(hints[f.name]),
+                "hint": hints[f.name],
                 "choices": choices(hints[f.name]),
                 "default": None if default is dataclasses.MISSING else default,
                 "help": f.metadata.get("help", ""),
             }
         )
     return rows
+
+
+def leaves(params: Any) -> dict[str, Any]:
+    """Every setting of a parameters instance by its dotted name: ``{"lora.r": 8, ...}``."""
+    found = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found.update({f"{f.name}.{k}": v for k, v in leaves(value).items()})
+        else:
+            found[f.name] = value
+    return found
 
 
 def choices(tp: Any) -> list[Any] | None:
@@ -96,7 +186,9 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, label: str) -> Any:
+def convert(value: Any, tp: Any, label: str) -> Any:
+    """``value`` (a string as typed, or a Python value) as type ``tp``; a
+    :class:`ParamError` naming ``label`` when it cannot be."""
     if not isinstance(value, str):
         return _check(value, tp, label)
     origin = typing.get_origin(tp)
@@ -106,7 +198,7 @@ def _convert(value: Any, tp: Any, label: str) -> Any:
             return None
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _convert(value, arg, label)
+                return convert(value, arg, label)
             except ParamError:
                 continue
         raise ParamError(f"{label}: cannot read '{value}' as {_type_name(tp)}")
@@ -116,7 +208,10 @@ def _convert(value: Any, tp: Any, label: str) -> Any:
         raise ParamError(f"{label} must be one of {list(args)}, not '{value}'")
     if origin in (tuple, list):
         inner = args[0] if args else str
-        items = [_convert(v.strip(), inner, label) for v in value.split(",") if v.strip()]
+        parts = [v.strip() for v in value.split(",")] if value.strip() else []
+        if "" in parts:  # an item left out, more likely than an empty one meant
+            raise ParamError(f"{label}: '{value}' has an empty item (a doubled or end comma)")
+        items = [convert(v, inner, label) for v in parts]
         return tuple(items) if origin is tuple else items
     if tp is bool:
         lowered = value.lower()
@@ -161,7 +256,7 @@ def _check(value: Any, tp: Any, label: str) -> Any:
             if len(value) != len(args):
                 raise ParamError(f"{label} must hold {len(args)} items, not {len(value)}")
             kinds = list(args)
-        items = [_convert(v, kinds[i], f"{label} item {i}") for i, v in enumerate(value)]
+        items = [convert(v, kinds[i], f"{label} item {i}") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is not None:  # dict[...], frozenset[...]: the container's type, items unchecked
         if isinstance(origin, type) and not isinstance(value, origin):

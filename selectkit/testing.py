@@ -34,10 +34,10 @@ from selectkit.api import select
 from selectkit.data.load import load_records_from_list
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
-from selectkit.errors import SelectkitError
+from selectkit.errors import ParamError, SelectkitError
 from selectkit.host import Host
-from selectkit.methods import Context, Method
-from selectkit.params import build_params, parse_assignments
+from selectkit.methods import BUDGET_UNITS, Context, Method
+from selectkit.params import build_params, is_group, leaves, parse_assignments
 from selectkit.rows import as_rows
 from selectkit.selection import Selection
 from selectkit.solvers.budget import Budget, Constraints, Quota
@@ -90,10 +90,11 @@ def check_method(
     that fails.
 
     ``params`` are the method's parameters as ``select`` takes them (small settings keep a
-    model-based method fast: e.g. ``model=tiny-llama``, ``dim=32``). ``host`` gives models,
-    solvers and other methods (default: a new host with the installed plugins; the method
-    itself need not be registered). ``pool`` and ``target`` default to a generated pool of 30
-    records in 10 groups and 4 targets; a pool needs groups for the quota check. ``cache_dir``
+    model-based method fast: e.g. ``model=tiny-llama``, ``projection.dim=32``). ``host``
+    gives models, solvers and other methods (default: a new host with the installed plugins;
+    the method itself need not be registered). ``pool`` and ``target`` default to a generated
+    pool of 30 records in 10 groups and 4 targets; a pool needs groups for the quota check.
+    ``cache_dir``
     is a folder the checks fill with two feature stores, ``store`` and ``again`` (the second
     for a rerun from scratch), and their warmups (default: a temporary folder, removed
     afterwards; never the user's cache). ``checks`` names the checks to run (default:
@@ -273,6 +274,15 @@ class _Suite:
         self.expect(
             isinstance(cls.needs_target, bool), f"needs_target is {cls.needs_target!r}, not bool"
         )
+        budgets = cls.budgets
+        self.expect(
+            isinstance(budgets, tuple)
+            and bool(budgets)
+            and len(set(budgets)) == len(budgets)
+            and set(budgets) <= set(BUDGET_UNITS),
+            f"budgets {budgets!r} is not a tuple of distinct budget units: "
+            f"{' and/or '.join(map(repr, BUDGET_UNITS))}",
+        )
         params_cls = cls.Params
         self.expect(
             isinstance(params_cls, type) and dataclasses.is_dataclass(params_cls),
@@ -282,28 +292,40 @@ class _Suite:
             params_cls.__dataclass_params__.frozen,  # type: ignore[attr-defined]
             f"Params {params_cls.__name__} is not frozen (@dataclass(frozen=True))",
         )
-        typing.get_type_hints(params_cls)  # build_params reads the declared types
+        self.check_fields(params_cls, "")
+        params_cls()
+
+    def check_fields(self, params_cls: type, prefix: str) -> None:
+        """Every field has a default; a group (a dataclass-typed field, such as ``lora``) is
+        frozen and its fields are checked the same way; every other field has help text."""
+        hints = typing.get_type_hints(params_cls)  # build_params reads the declared types
         for f in dataclasses.fields(params_cls):
+            name = prefix + f.name
             self.expect(
                 f.default is not dataclasses.MISSING
                 or f.default_factory is not dataclasses.MISSING,
-                f"parameter '{f.name}' has no default",
+                f"parameter '{name}' has no default",
             )
+            if is_group(hints[f.name]):
+                self.expect(
+                    hints[f.name].__dataclass_params__.frozen,
+                    f"group '{name}' ({hints[f.name].__name__}) is not frozen",
+                )
+                self.check_fields(hints[f.name], f"{name}.")
+                continue
             text = f.metadata.get("help")
             self.expect(
                 isinstance(text, str) and bool(text.strip()),
-                f"parameter '{f.name}' has no help text (metadata={{'help': ...}})",
+                f"parameter '{name}' has no help text (metadata={{'help': ...}})",
             )
-        params_cls()
 
     def check_params_cli_round_trip(self) -> None:
         """Every parameter, written as ``key=value`` as a user types it (``-p``), reads back
         as the same value: each default on its own, then the parameters under test together."""
-        params_cls = self.method_cls.Params
-        defaults = params_cls()
-        for f in dataclasses.fields(params_cls):
-            self.round_trip(defaults, [f.name])
-        self.round_trip(self.params, [f.name for f in dataclasses.fields(params_cls)])
+        defaults = self.method_cls.Params()
+        for name in leaves(defaults):
+            self.round_trip(defaults, [name])
+        self.round_trip(self.params, list(leaves(self.params)))
 
     def check_params_config_round_trip(self) -> None:
         """Every parameter under test, written in a run file's ``[param]`` table as TOML
@@ -314,8 +336,9 @@ class _Suite:
         from selectkit.commands.runconfig import read_run
 
         options = {p.name: p for p in select_command.params if isinstance(p, click.Option)}
-        names = [f.name for f in dataclasses.fields(type(self.params))]
-        lines = [f"{name} = {toml_text(getattr(self.params, name))}" for name in names]
+        values = leaves(self.params)
+        names = list(values)
+        lines = [f"{name} = {toml_text(value)}" for name, value in values.items()]
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "run.toml"
             path.write_text("[param]\n" + "\n".join(lines) + "\n", encoding="utf-8")
@@ -324,24 +347,25 @@ class _Suite:
                 read = build_params(type(self.params), parse_assignments(typed), self.label)
             except SelectkitError as exc:
                 self.fail(f"the run file's [param] table is refused: {exc}", cause=exc)
-        self.compare(self.params, read, names, lambda name: toml_text(getattr(self.params, name)))
+        self.compare(self.params, read, names, lambda name: toml_text(values[name]))
 
     def round_trip(self, params: Any, names: Sequence[str]) -> None:
-        typed = [f"{name}={typed_text(getattr(params, name))}" for name in names]
+        values = leaves(params)
+        typed = [f"{name}={typed_text(values[name])}" for name in names]
         try:
             read = build_params(type(params), parse_assignments(typed), self.label)
         except SelectkitError as exc:
             self.fail(f"-p {' -p '.join(typed)} is refused: {exc}", cause=exc)
-        self.compare(
-            params, read, names, lambda name: f"'{name}={typed_text(getattr(params, name))}'"
-        )
+        self.compare(params, read, names, lambda name: f"'{name}={typed_text(values[name])}'")
 
     def compare(
         self, params: Any, read: Any, names: Sequence[str], written: Callable[[str], str]
     ) -> None:
-        """Each of ``names`` is the same value, of the same type, in ``read`` as in ``params``."""
+        """Each of ``names`` (dotted inside groups) is the same value, of the same type, in
+        ``read`` as in ``params``."""
+        given, found = leaves(params), leaves(read)
         for name in names:
-            value, back = getattr(params, name), getattr(read, name)
+            value, back = given[name], found[name]
             self.expect(
                 type(value) is type(back) and value == back,
                 lambda name=name, value=value, back=back: (
@@ -481,28 +505,45 @@ class _Suite:
             )
 
     def check_token_budget(self) -> None:
-        """A token budget is refused with a selectkit error before any work (nothing written
-        to the store), or honoured: the selected records' costs sum to at most the budget."""
+        """Token budgets are refused or honoured as the method declares (``budgets``): one
+        that declares ``"tokens"`` selects records whose costs sum to at most the budget; one
+        that does not is refused with a :class:`ParamError` naming it, before any work
+        (nothing written to the store)."""
         budget = Budget.tokens(self.tokens)
-        try:
-            selection = self.select(budget, allow_empty=True)
-        except SelectkitError as refused:
-            with _scratch() as fresh:
-                try:
-                    self.select(budget, allow_empty=True, store=Path(fresh))
-                except SelectkitError:
-                    written = sorted(p.name for p in Path(fresh).iterdir())
-                    self.expect(
-                        not written,
-                        f"refused a token budget ({refused}) only after writing {written}",
-                    )
-                    return
-            self.fail(f"refused a token budget once ({refused}), then selected with it")
-        self.check_selection(selection)
-        used = int(self.pool.costs[selection.indices].sum())
-        self.expect(
-            used <= self.tokens,
-            f"a budget of {budget} selected records costing {used} {self.pool.cost_unit}",
+        declared = self.method_cls.budgets
+        if "tokens" in declared:
+            try:
+                selection = self.select(budget, allow_empty=True)
+            except Exception as exc:
+                self.fail(
+                    f"declares budgets {declared!r} but a token budget ({budget}) raised "
+                    f"{type(exc).__name__}: {exc}; a method that needs a number of records "
+                    "declares budgets = ('items',)",
+                    cause=exc,
+                )
+            self.check_selection(selection)
+            used = int(self.pool.costs[selection.indices].sum())
+            self.expect(
+                used <= self.tokens,
+                f"a budget of {budget} selected records costing {used} {self.pool.cost_unit}",
+            )
+            return
+        with _scratch() as fresh:
+            try:
+                picked = self.select(budget, allow_empty=True, store=Path(fresh))
+            except ParamError as refused:
+                written = sorted(p.name for p in Path(fresh).iterdir())
+                self.expect(
+                    not written, f"refused a token budget ({refused}) only after writing {written}"
+                )
+                self.expect(
+                    f"method '{self.method_cls.name}'" in str(refused),
+                    f"refused a token budget without naming the method: {refused}",
+                )
+                return
+        self.fail(
+            f"declares budgets {declared!r} without 'tokens', yet a token budget ({budget}) "
+            f"selected {picked.ids}"
         )
 
     def check_attribute(self) -> None:

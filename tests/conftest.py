@@ -19,6 +19,15 @@ def store_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache") / "features"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_store(store_root):
+    """The session's store for module- and session-scoped fixtures too, which run before a
+    test's own environment (``fresh_host``): no test reads or fills the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SELECTKIT_CACHE_DIR", str(store_root))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_host(monkeypatch, store_root):
     """Each test builds its own host from the environment it sets up, and stores features in
@@ -58,17 +67,17 @@ def gradient_params() -> dict:
     """Gradient-method parameters for a tiny Llama (the session's store holds their warmup)."""
     return {
         "model": "tiny-llama",
-        "dim": 256,
+        "projection.dim": 256,
         "max_length": 128,
-        "warmup_epochs": 2,
-        "warmup_fraction": 0.2,
-        "warmup_lr": 1e-3,
-        "lora_targets": "all-linear",
+        "warmup.epochs": 2,
+        "warmup.fraction": 0.2,
+        "warmup.learning_rate": 1e-3,
+        "lora.target_modules": "all-linear",
     }
 
 
 @pytest.fixture(scope="session")
 def model_params(gradient_params) -> dict:
     """The same model and warmup, for methods that run the model but project no
-    gradients (EL2N, IFD): everything but the projection's ``dim``."""
-    return {key: value for key, value in gradient_params.items() if key != "dim"}
+    gradients (EL2N, IFD): everything but the projection."""
+    return {k: v for k, v in gradient_params.items() if not k.startswith("projection.")}

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Scores
+from selectkit.sdk import Context, Method, Pool, Scores
 
 
 class Longest(Method):

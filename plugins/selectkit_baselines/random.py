@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import LogWeights
+from selectkit.sdk import Context, LogWeights, Method, Pool
 
 
 class Random(Method):

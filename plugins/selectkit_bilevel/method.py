@@ -17,11 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientPipeline, ModelParams
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Weights
+from selectkit.sdk import Context, Method, ModelParams, ModelPipeline, ParamError, Pool, Weights
 from selectkit_bilevel.reweighting import ReweightConfig
 
 
@@ -31,12 +27,11 @@ def _help(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BilevelParams(ModelParams):
-    """Parameters of ``bilevel``: the shared model and LoRA fields (``model``, ``lora_r``,
-    ``lora_alpha``, ``lora_targets``, ``max_length``, ``device``, ``model_dtype``) and the
-    reweighting loop's.
+    """Parameters of ``bilevel``: the shared model fields (``model``, ``max_length``,
+    ``device``, ``model_dtype``), the ``lora`` group and the reweighting loop's.
 
-    The loop trains its own adapter from a fresh LoRA and stores nothing, so the shared warmup
-    fields (``warmup_*``) and ``cache_dir`` are unused; ``checkpoints`` must stay empty.
+    The loop trains its own adapter from a fresh LoRA and stores nothing, so the ``warmup``
+    group is unused; ``checkpoints`` must stay empty.
     ``batch_size`` is the number of pool records per outer step.
     """
 
@@ -103,7 +98,7 @@ class Bilevel(Method):
         codes, names = group_codes(pool) if p.level == "group" else (None, [])
         if len(pool) == 0:
             raise ParamError("the pool is empty: there is nothing to weight")
-        pipeline = GradientPipeline(p, context)
+        pipeline = ModelPipeline(p, context)
         pipeline.check(pool, target, checkpoints=False)
         loaded = pipeline.loaded
         pool_examples, target_examples = (
@@ -116,7 +111,7 @@ class Bilevel(Method):
             )
             for records in (pool, target)
         )
-        model = trainable_copy(loaded.model, p.lora(), context.seed)
+        model = trainable_copy(loaded.model, p.lora, context.seed)
         result = reweight(
             model,
             pool_examples,

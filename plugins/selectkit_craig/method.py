@@ -23,28 +23,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
-from selectkit.methods import Context, Method
-from selectkit.rows import combine_checkpoints
-from selectkit.solvers.objectives import FacilityLocation
+from selectkit.sdk import (
+    Context,
+    FacilityLocation,
+    GradientPipeline,
+    Method,
+    ParamError,
+    Pool,
+    RowParams,
+)
 
-CheckpointsUsed = Literal["last", "all"]
 Metric = Literal["euclidean", "cosine"]
 
 
 @dataclass(frozen=True)
-class CRAIGParams(GradientParams):
-    """Parameters of ``craig``: the shared gradient parameters, plus the similarity's."""
+class CRAIGParams(RowParams):
+    """Parameters of ``craig``: the shared gradient and row parameters, plus the similarity's."""
 
-    checkpoints_used: CheckpointsUsed = field(
-        default="last",
-        metadata={
-            "help": "last: gradients at the last warmup checkpoint (the paper's current "
-            "model); all: every checkpoint side by side, scaled by sqrt(learning rate)"
-        },
-    )
     metric: Metric = field(
         default="euclidean",
         metadata={
@@ -52,16 +47,11 @@ class CRAIGParams(GradientParams):
             "ignores gradient size"
         },
     )
-    memory_mb: int = field(default=256, metadata={"help": "MiB of similarities computed at once"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.checkpoints_used not in get_args(CheckpointsUsed):
-            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
         if self.metric not in get_args(Metric):
             raise ParamError(f"metric must be euclidean or cosine, not '{self.metric}'")
-        if self.memory_mb < 1:
-            raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
 
 class CRAIG(Method):
@@ -72,10 +62,10 @@ class CRAIG(Method):
     name = "craig"
     Params = CRAIGParams
     needs_target = False
+    budgets = ("items",)  # the greedy facility-location solver takes count budgets
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> FacilityLocation:
         p = self.params
-        context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
         pipeline.check(pool)
         pipeline.check_rows_fit(
@@ -85,6 +75,5 @@ class CRAIG(Method):
             copies=2,  # the rows, and their normalized or centred copy
             extra=p.memory_mb << 20,
         )
-        pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
-        rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
+        [rows] = pipeline.rows(pool, checkpoints_used=p.checkpoints_used)
         return FacilityLocation(rows, metric=p.metric, memory_limit=p.memory_mb << 20)

@@ -12,10 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit.compute.token_stats import el2n_scores
-from selectkit.data.pool import Pool
-from selectkit.features.pipeline import GradientPipeline, ModelParams
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Scores
+from selectkit.sdk import Context, Method, ModelParams, ModelPipeline, Pool, Scores
 
 
 class EL2N(Method):
@@ -28,7 +25,7 @@ class EL2N(Method):
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         params: ModelParams = self.params
-        pipeline = GradientPipeline(params, context)
+        pipeline = ModelPipeline(params, context)
         pipeline.check(pool)
         checkpoints = pipeline.checkpoints(pool)
         loaded = pipeline.loaded

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.features.pipeline import GradientParams, GradientPipeline
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Scores
+from selectkit.sdk import Context, GradientParams, GradientPipeline, Method, Pool, Scores
 
 
 class GraNd(Method):

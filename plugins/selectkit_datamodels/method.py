@@ -19,11 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Scores
+from selectkit.sdk import Context, GradientParams, Method, ParamError, Pool, Scores
 from selectkit_datamodels.regression import FittedDatamodels, fit_datamodels
 
 

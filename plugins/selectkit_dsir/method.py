@@ -11,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.methods import Context, Method
-from selectkit.resources import check_memory
-from selectkit.solvers.objectives import LogWeights
+from selectkit.sdk import Context, LogWeights, Method, ParamError, Pool, check_memory
 from selectkit_dsir.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_NGRAMS,

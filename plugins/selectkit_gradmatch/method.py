@@ -26,34 +26,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import (
-    GradientParams,
+from selectkit.sdk import (
+    Context,
     GradientPipeline,
-    check_pairs,
-    learning_rates,
+    Matching,
+    Method,
+    ParamError,
+    Pool,
+    RowParams,
+    row_mean,
 )
-from selectkit.methods import Context, Method
-from selectkit.rows import combine_checkpoints, row_mean
-from selectkit.solvers.objectives import Matching
-
-CheckpointsUsed = Literal["last", "all"]
 
 
 @dataclass(frozen=True)
-class GradMatchParams(GradientParams):
-    """Parameters of ``gradmatch``: the shared gradient parameters, plus the matching's."""
+class GradMatchParams(RowParams):
+    """Parameters of ``gradmatch``: the shared gradient and row parameters, plus the
+    matching's."""
 
-    checkpoints_used: CheckpointsUsed = field(
-        default="last",
-        metadata={
-            "help": "last: match at the last warmup checkpoint (the paper's current model); "
-            "all: every checkpoint side by side, scaled by sqrt(learning rate)"
-        },
-    )
     l2: float = field(
         default=0.0,
         metadata={"help": "ridge term l2 * ||w||^2 of the weight fit (the paper's lambda)"},
@@ -65,12 +55,8 @@ class GradMatchParams(GradientParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.checkpoints_used not in get_args(CheckpointsUsed):
-            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
         if not (math.isfinite(self.l2) and self.l2 >= 0):
             raise ParamError(f"l2 must be >= 0 and finite, got {self.l2}")
-        if self.memory_mb < 1:
-            raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
 
 class GradMatch(Method):
@@ -82,10 +68,11 @@ class GradMatch(Method):
     name = "gradmatch"
     Params = GradMatchParams
     needs_target = False
+    budgets = ("items",)  # matching pursuit takes count budgets; the memory check needs k
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Matching:
         p = self.params
-        budget = context.count_budget(self.name)
+        budget = len(pool) if context.budget_records is None else context.budget_records
         pipeline = GradientPipeline(p, context)
         pipeline.check(pool, *([target] if target is not None else []))
         pipeline.check_rows_fit(  # the selected rows and their Gram matrix, in float64
@@ -95,14 +82,8 @@ class GradMatch(Method):
             copies=2,
             extra=(p.memory_mb << 20) + 8 * budget * budget,
         )
-        checkpoints = pipeline.checkpoints(pool)
-        pool_sets = pipeline.features(pool, "sgd", checkpoints)
-        rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
         memory = p.memory_mb << 20
-        mean = None
-        if target is not None:
-            target_sets = pipeline.features(target, "sgd", checkpoints)
-            check_pairs(pool_sets, target_sets)
-            rates = learning_rates(target_sets)
-            mean = row_mean(combine_checkpoints(target_sets, rates, p.checkpoints_used), memory)
+        pools = [pool] if target is None else [pool, target]
+        rows, *target_rows = pipeline.rows(*pools, checkpoints_used=p.checkpoints_used)
+        mean = row_mean(target_rows[0], memory) if target_rows else None
         return Matching(rows, mean, l2=p.l2, memory_limit=memory)

@@ -29,12 +29,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from selectkit.data.pool import Pool, Record
-from selectkit.errors import ParamError, RecordError
+from selectkit.errors import RecordError
 from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
-from selectkit.features.pipeline import GradientPipeline, ModelParams
-from selectkit.methods import Context, Method
-from selectkit.solvers.objectives import Scores
+from selectkit.sdk import (
+    Context,
+    Method,
+    ModelParams,
+    ModelPipeline,
+    ParamError,
+    Pool,
+    Record,
+    Scores,
+)
 from selectkit.train.common import pad_token_id
 from selectkit.train.evaluate import example_losses
 
@@ -66,8 +72,8 @@ class IFDParams(ModelParams):
             raise ParamError(f"max_ifd must be positive (or inf), got {self.max_ifd}")
         if self.scorer == "base" and self.checkpoints:
             raise ParamError("checkpoints are used only with scorer=warmup")
-        if self.scorer == "warmup" and self.warmup_runs != 1:
-            raise ParamError("scorer=warmup scores with one pre-experienced model: warmup_runs=1")
+        if self.scorer == "warmup" and self.warmup.runs != 1:
+            raise ParamError("scorer=warmup scores with one pre-experienced model: warmup.runs=1")
 
 
 class IFD(Method):
@@ -86,7 +92,7 @@ class IFD(Method):
                 "ifd compares a response's loss with and without its instruction, and no record "
                 "of the pool has one (raw text only)"
             )
-        pipeline = GradientPipeline(p, context)
+        pipeline = ModelPipeline(p, context)
         pipeline.check(pool, without_instruction(pool), checkpoints=p.scorer == "warmup")
         loaded = pipeline.loaded
         checkpoint = pipeline.checkpoints(pool)[-1] if p.scorer == "warmup" else None

@@ -19,25 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline, learning_rates
-from selectkit.methods import Context, Method
-from selectkit.rows import combine_checkpoints
-from selectkit.solvers import objectives
+from selectkit import sdk
+from selectkit.sdk import Context, GradientPipeline, Method, ParamError, Pool, RowParams
 
 
 @dataclass(frozen=True)
-class KCenterParams(GradientParams):
-    """Parameters of ``kcenter``: the shared gradient parameters, plus the distance's."""
+class KCenterParams(RowParams):
+    """Parameters of ``kcenter``: the shared gradient and row parameters, plus the distance's."""
 
-    checkpoints_used: Literal["last", "all"] = field(
-        default="last",
-        metadata={
-            "help": "last: gradients at the last warmup checkpoint; all: every checkpoint "
-            "side by side, scaled by sqrt(learning rate)"
-        },
-    )
     metric: Literal["euclidean", "cosine"] = field(
         default="cosine",
         metadata={"help": "cosine: gradient directions; euclidean: gradients as they are"},
@@ -46,16 +35,11 @@ class KCenterParams(GradientParams):
         default=False,
         metadata={"help": "put cluster sizes on the selection as training weights"},
     )
-    memory_mb: int = field(default=256, metadata={"help": "MiB of feature rows read at once"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.metric not in ("euclidean", "cosine"):
             raise ParamError(f"metric must be euclidean or cosine, not '{self.metric}'")
-        if self.checkpoints_used not in ("last", "all"):
-            raise ParamError(f"checkpoints_used must be last or all, not '{self.checkpoints_used}'")
-        if self.memory_mb < 1:
-            raise ParamError(f"memory_mb must be >= 1, got {self.memory_mb}")
 
 
 class KCenter(Method):
@@ -66,10 +50,10 @@ class KCenter(Method):
     name = "kcenter"
     Params = KCenterParams
     needs_target = False
+    budgets = ("items",)  # farthest-first traversal takes count budgets
 
-    def objective(self, pool: Pool, target: Pool | None, context: Context) -> objectives.KCenter:
+    def objective(self, pool: Pool, target: Pool | None, context: Context) -> sdk.KCenter:
         p = self.params
-        context.count_budget(self.name)
         pipeline = GradientPipeline(p, context)
         pipeline.check(pool)
         pipeline.check_rows_fit(
@@ -79,8 +63,7 @@ class KCenter(Method):
             copies=2 if p.metric == "cosine" else 1,  # the rows, and their normalized copy
             extra=p.memory_mb << 20,
         )
-        pool_sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
-        rows = combine_checkpoints(pool_sets, learning_rates(pool_sets), p.checkpoints_used)
-        return objectives.KCenter(
+        [rows] = pipeline.rows(pool, checkpoints_used=p.checkpoints_used)
+        return sdk.KCenter(
             rows, metric=p.metric, weighted=p.weighted, memory_limit=p.memory_mb << 20
         )

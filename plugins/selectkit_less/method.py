@@ -17,16 +17,19 @@ from typing import Literal, get_args
 import numpy as np
 
 from selectkit.data.fields import MISSING, get_field, is_empty
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import (
+from selectkit.sdk import (
+    Context,
     GradientParams,
     GradientPipeline,
+    Method,
+    ParamError,
+    Pool,
+    Scores,
+    iter_similarity,
     learning_rates,
+    score_pool,
+    similarity_matrix,
 )
-from selectkit.methods import Context, Method
-from selectkit.scoring import iter_similarity, score_pool, similarity_matrix
-from selectkit.solvers.objectives import Scores
 from selectkit_less.aggregate import (
     check_round_robin,
     mean_by_subtask,

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.features.pipeline import (
+from selectkit.sdk import (
+    Context,
     GradientParams,
     GradientPipeline,
+    Method,
+    Pool,
+    Scores,
     learning_rates,
+    score_pool,
+    similarity_matrix,
 )
-from selectkit.methods import Context, Method
-from selectkit.scoring import score_pool, similarity_matrix
-from selectkit.solvers.objectives import Scores
 
 
 class TracIn(Method):

@@ -105,7 +105,7 @@ def check_damping(num_rows: int, dim: int, damping: float) -> None:
         raise ParamError(
             f"damping=0 leaves the TRAK kernel ΦᵀΦ singular: its rank is at most the "
             f"{num_rows} pool records < dim {dim}; set damping > 0 (e.g. 0.1) or use "
-            f"dim <= {num_rows}"
+            f"projection.dim <= {num_rows}"
         )
 
 

@@ -20,13 +20,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selectkit.data.pool import Pool
-from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline
-from selectkit.methods import Context, Method
-from selectkit.resources import check_memory
-from selectkit.solvers.objectives import Scores
-from selectkit.store import FeatureSet
+from selectkit.sdk import (
+    Context,
+    FeatureSet,
+    GradientParams,
+    GradientPipeline,
+    Method,
+    ParamError,
+    Pool,
+    Scores,
+    check_memory,
+)
 from selectkit_trak.kernel import ScaledRows, check_damping, memory_needed, trak_scores
 
 
@@ -86,11 +90,12 @@ class TRAK(Method):
         """TRAK's ``τ`` (float64, ``(len(pool), len(target))``) from the store's SGD features
         and losses at each checkpoint (see the module docstring)."""
         params: TRAKParams = self.params
-        check_damping(len(pool), params.dim, params.damping)
+        check_damping(len(pool), params.projection.dim, params.damping)
+        dim = params.projection.dim
         check_memory(
-            memory_needed(len(pool), len(target), params.dim),
-            f"trak on {len(pool)} pool records and {len(target)} targets at dim {params.dim}",
-            "lower dim (the kernel is dim x dim), or score a smaller pool or target",
+            memory_needed(len(pool), len(target), dim),
+            f"trak on {len(pool)} pool records and {len(target)} targets at dim {dim}",
+            "lower projection.dim (the kernel is dim x dim), or score a smaller pool or target",
         )
         pool_sets, target_sets = GradientPipeline(params, context).pool_and_target_features(
             pool, target

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +31,24 @@ _RECORD_OPTIONS = [
 ]
 
 _TOKEN_OPTIONS = [
-    click.option("--tokenizer", help="Count costs in tokens of this tokenizer (path or name)."),
-    click.option("--max-length", type=int, help="Truncate tokenized records to this length."),
+    click.option(
+        "--tokenizer",
+        "cost_tokenizer",
+        help="Count costs in tokens of this tokenizer (path or name).",
+    ),
+    click.option(
+        "--max-length",
+        "cost_max_length",
+        type=int,
+        help="Truncate tokenized records to this length.",
+    ),
     click.option("--trust-remote-code", is_flag=True, help="Allow a tokenizer's own code to run."),
 ]
 
 
-_MODEL_OPTIONS = [
-    click.option(
-        "--model",
-        default="smollm2",
-        show_default=True,
-        help="Model folder, hub name, or built-in name (smollm2, tiny-llama).",
-    ),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),
-    click.option(
-        "--model-dtype",
-        type=click.Choice(["float32", "bfloat16", "float16"]),
-        default="float32",
-        show_default=True,
-    ),
-    click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run."),
-]
-
-_LORA_OPTIONS = [
-    click.option("--lora-r", default=8, show_default=True, type=int, help="Rank of a new LoRA."),
-    click.option("--lora-alpha", default=32.0, show_default=True, type=float),
-    click.option(
-        "--lora-targets",
-        default="q_proj,k_proj,v_proj,o_proj",
-        show_default=True,
-        help="Module names for a new LoRA, or all-linear.",
-    ),
-]
+_TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code", is_flag=True, help="Allow the model's own code to run."
+)
 
 
 #: A seed option's type: the range every random stream accepts (selectkit.seeds).
@@ -114,34 +99,124 @@ def pool_options(func: Any) -> Any:
 
 
 def model_options(func: Any) -> Any:
-    """Options that say which model to load, and where."""
-    return _apply(_MODEL_OPTIONS, func)
+    """Options that say which model to load, and where: ``--model``, ``--device`` and
+    ``--model-dtype`` from the methods' :class:`~selectkit.features.params.ModelParams`."""
+    from selectkit.features.params import ModelParams
 
-
-def lora_options(func: Any) -> Any:
-    """Options that shape a new LoRA adapter."""
-    return _apply(_LORA_OPTIONS, func)
-
-
-def lora_spec(kw: dict[str, Any]) -> Any:
-    """The :class:`~selectkit.models.lora.LoraSpec` the parsed options describe."""
-    from selectkit.models.lora import LoraSpec
-
-    targets = kw["lora_targets"]
-    return LoraSpec(
-        r=kw["lora_r"],
-        alpha=kw["lora_alpha"],
-        target_modules=targets if targets == "all-linear" else tuple(targets.split(",")),
-    )
+    func = _TRUST_REMOTE_CODE(func)
+    return settings_options(ModelParams, only=("model", "device", "model_dtype"))(func)
 
 
 def model_load_options(kw: dict[str, Any]) -> Any:
     """The :class:`~selectkit.models.loading.ModelOptions` the parsed options describe."""
+    from selectkit.features.params import ModelParams
     from selectkit.models.loading import ModelOptions
 
+    given = settings_from(ModelParams, kw, only=("device", "model_dtype"))
     return ModelOptions(
-        device=kw["device"], dtype=kw["model_dtype"], trust_remote_code=kw["trust_remote_code"]
+        device=given.device, dtype=given.model_dtype, trust_remote_code=kw["trust_remote_code"]
     )
+
+
+def model_spec(kw: dict[str, Any]) -> str:
+    """The ``--model`` the parsed options name (the default model when none is given)."""
+    from selectkit.features.params import ModelParams
+
+    return settings_from(ModelParams, kw, only=("model",)).model
+
+
+def option_name(key: str) -> str:
+    """The command-line option of a setting's dotted key: ``lora.r`` -> ``--lora-r``."""
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def _dest(key: str) -> str:
+    return key.replace(".", "__")
+
+
+def _settings(
+    cls: type, prefix: str, only: Collection[str] | None, exclude: Collection[str]
+) -> list[dict[str, Any]]:
+    from selectkit.params import describe_params
+
+    def excluded(name: str) -> bool:
+        return any(name == e or name.startswith(f"{e}.") for e in exclude)
+
+    rows = describe_params(cls)
+    return [
+        {**row, "key": prefix + row["name"]}
+        for row in rows
+        if (only is None or row["name"] in only) and not excluded(row["name"])
+    ]
+
+
+def settings_options(
+    cls: type,
+    *,
+    prefix: str = "",
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> Callable[[Any], Any]:
+    """Options generated from a configuration class, one per setting, nested groups
+    included, by one rule: a setting's dotted key (after ``prefix``) with dots and
+    underscores as dashes, ``lora.r`` -> ``--lora-r``; the class's default and help. An
+    option not given leaves the class's default (read them back with :func:`settings_from`)."""
+    rows = _settings(cls, prefix, only, exclude)
+
+    def decorate(func: Any) -> Any:
+        for row in reversed(rows):
+            func = _option(row)(func)
+        return func
+
+    return decorate
+
+
+def settings_from(
+    cls: type,
+    kw: dict[str, Any],
+    *,
+    prefix: str = "",
+    only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> Any:
+    """The ``cls`` instance that the options of :func:`settings_options` describe (the
+    settings given, the class's defaults for the rest), checked like ``-p`` values; a value
+    that cannot be read is refused naming its option."""
+    from selectkit.params import build_params, convert
+
+    given = {}
+    for row in _settings(cls, prefix, only, exclude):
+        value = kw.get(_dest(row["key"]))
+        if value is not None:
+            given[row["name"]] = convert(value, row["hint"], f"option {option_name(row['key'])}")
+    context = click.get_current_context(silent=True)
+    return build_params(cls, given, f"selectkit {context.info_name}" if context else "options")
+
+
+def _option(row: dict[str, Any]) -> Callable[[Any], Any]:
+    name, hint, dest = option_name(row["key"]), row["hint"], _dest(row["key"])
+    text = row["help"]
+    shown = {
+        "default": _shown(row["default"]),
+        "show_default": True,
+        "help": f"{text[:1].upper()}{text[1:]}." if text else None,
+    }
+    if hint is bool:
+        return click.option(f"{name}/--no-{name[2:]}", dest, **shown)
+    if row["choices"] is not None and row["default"] is not None:
+        return click.option(name, dest, type=click.Choice(row["choices"]), **shown)
+    if hint in (int, float):
+        return click.option(name, dest, type=hint, **shown)
+    metavar = "INTEGER|none" if row["type"] == "int | None" else None
+    metavar = "FLOAT|none" if row["type"] == "float | None" else metavar
+    return click.option(name, dest, type=str, metavar=metavar, **shown)
+
+
+def _shown(default: Any) -> Any:
+    """A default as the option takes it: a tuple comma-separated, the rest as it is."""
+    if isinstance(default, (tuple, list)):
+        return ",".join(str(item) for item in default)
+    return default
 
 
 def load_options(kw: dict[str, Any], group_by: str | None = None) -> Any:
@@ -158,7 +233,7 @@ def load_options(kw: dict[str, Any], group_by: str | None = None) -> Any:
         field_map=parse_assignments(kw["field_map"]),
         on_error="skip" if kw["skip_bad"] else "raise",
         convert_values=kw["convert_values"],
-        tokenizer=kw.get("tokenizer"),
-        max_length=kw.get("max_length"),
+        tokenizer=kw.get("cost_tokenizer"),
+        max_length=kw.get("cost_max_length"),
         trust_remote_code=kw.get("trust_remote_code", False),
     )

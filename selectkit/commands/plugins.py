@@ -10,6 +10,7 @@ import click
 
 from selectkit.errors import EXIT_PROBLEMS
 from selectkit.host import Host, get_host
+from selectkit.methods import BUDGET_UNITS
 from selectkit.terminal import echo, printable_json
 
 
@@ -98,11 +99,13 @@ def methods_command(name: str | None) -> None:
     names = [name] if name else sorted(host.methods)
     for method_name in names:
         method_cls = host.method(method_name)
+        only = _budgets_only(method_cls.budgets)
         marks = [
             mark
             for mark, present in (
                 ("needs --target", method_cls.needs_target),
                 ("attribution", method_cls.attributes()),
+                (only, bool(only)),
             )
             if present
         ]
@@ -110,10 +113,23 @@ def methods_command(name: str | None) -> None:
         echo(f"{method_name}{suffix}: {method_cls.summary()}")
         if name:
             for row in describe_params(method_cls.Params):
-                echo(f"  {row['name']} ({_kind(row)} default {row['default']}): {row['help']}")
+                default = row["default"]
+                if isinstance(default, tuple):  # as -p takes it: comma-separated
+                    default = ",".join(map(str, default))
+                echo(f"  {row['name']} ({_kind(row)} default {default}): {row['help']}")
     if not name:
         for conflict in host.methods.conflicts:
             echo(f"CONFLICT {conflict.message()}", err=True)
+
+
+def _budgets_only(units: tuple[str, ...]) -> str:
+    """``count budgets only``: how the listing marks a method that declares some budget
+    units, not all (:attr:`selectkit.methods.Method.budgets`); empty for one that takes every
+    budget."""
+    if set(units) >= set(BUDGET_UNITS):
+        return ""
+    names = {"items": "count", "tokens": "token"}
+    return " and ".join(names.get(unit, str(unit)) for unit in units) + " budgets only"
 
 
 def _kind(row: dict[str, Any]) -> str:

@@ -3,26 +3,26 @@ score attribution methods by how well they predict those models' target losses."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 import click
 
 from selectkit.commands.options import (
-    POSITIVE,
     SEED,
     cache_dir_option,
     input_paths,
     load_options,
-    lora_options,
     model_load_options,
     model_options,
+    model_spec,
     record_options,
+    settings_from,
+    settings_options,
 )
-from selectkit.commands.train import finetune_config, finetune_options
 from selectkit.errors import ParamError
 from selectkit.provenance import jsonable
+from selectkit.retraining.harness import RetrainConfig
 from selectkit.terminal import echo
 
 
@@ -43,27 +43,7 @@ from selectkit.terminal import echo
     type=click.Path(file_okay=False),
     help="Run folder: retrain.json, masks.npy, models/.",
 )
-@click.option("--models", default=64, show_default=True, type=POSITIVE, help="Models to train.")
-@click.option(
-    "--fraction",
-    default=0.5,
-    show_default=True,
-    type=float,
-    help="Share of POOL in each model's random subset.",
-)
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the subsets.")
-@click.option(
-    "--train-seed",
-    default=0,
-    show_default=True,
-    type=SEED,
-    help="LoRA init, data order and dropout of every model.",
-)
-@click.option(
-    "--vary-seed",
-    is_flag=True,
-    help="Give each model its own training seed, derived from --train-seed and its index.",
-)
+@settings_options(RetrainConfig)
 @click.option(
     "--shard",
     default="0/1",
@@ -71,9 +51,7 @@ from selectkit.terminal import echo
     help="Train models m with m % n == i of i/n; run one process per shard.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@finetune_options
 @model_options
-@lora_options
 @record_options
 def retrain_command(**kw: Any) -> None:
     """Train --models LoRA models on random subsets of POOL and record each one's loss on every
@@ -88,23 +66,17 @@ def retrain_command(**kw: Any) -> None:
     from selectkit.features.featurize import parse_shard
     from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
-    from selectkit.retraining import RetrainConfig, retrain
+    from selectkit.retraining import retrain
 
-    inputs = {"POOL": kw["pool_path"], "--target": kw["target_path"], "--model": kw["model"]}
+    model = model_spec(kw)
+    inputs = {"POOL": kw["pool_path"], "--target": kw["target_path"], "--model": model}
     check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
     shard = parse_shard(kw["shard"])
-    config = RetrainConfig(
-        models=kw["models"],
-        fraction=kw["fraction"],
-        seed=kw["seed"],
-        finetune=finetune_config(kw, kw["train_seed"]),
-        vary_seed=kw["vary_seed"],
-    )
-    records = {**kw, "tokenizer": None, "max_length": None}  # word costs: unused here
+    config = settings_from(RetrainConfig, kw)
     check_writable(kw["out_dir"], folder=True)
-    pool = load_pool(kw["pool_path"], load_options(records))
-    target = load_pool(kw["target_path"], load_options(records))
-    loaded = get_host().load_model(kw["model"], model_load_options(kw))
+    pool = load_pool(kw["pool_path"], load_options(kw))
+    target = load_pool(kw["target_path"], load_options(kw))
+    loaded = get_host().load_model(model, model_load_options(kw))
     runs = retrain(
         pool,
         target,
@@ -119,22 +91,25 @@ def retrain_command(**kw: Any) -> None:
 
 
 def route_params(methods: list[str], pairs: dict[str, str], host: Any) -> dict[str, dict]:
-    """Each method's parameters from ``-p`` pairs: ``NAME.key=value`` goes to method NAME only;
-    ``key=value`` to every method that has a parameter ``key`` (at least one must)."""
-    fields = {
-        name: {f.name for f in dataclasses.fields(host.method(name).Params)} for name in methods
+    """Each method's parameters from ``-p`` pairs: ``NAME.key=value`` goes to method NAME only
+    (when NAME is one of ``methods``); any other ``key=value`` (``lora.r=16`` included) to
+    every method that has a parameter ``key`` (at least one must)."""
+    from selectkit.params import describe_params
+
+    keys = {
+        name: {row["name"] for row in describe_params(host.method(name).Params)} for name in methods
     }
     routed: dict[str, dict] = {name: {} for name in methods}
     for key, value in pairs.items():
         scope, dot, name = key.partition(".")
-        if dot:
-            if scope not in routed:
-                raise ParamError(
-                    f"-p {key}: '{scope}' is not one of the --method names ({', '.join(methods)})"
-                )
+        if dot and scope in routed:
             routed[scope][name] = value
             continue
-        takers = [method for method in methods if key in fields[method]]
+        takers = [method for method in methods if key in keys[method]]
+        if not takers and dot and scope in host.methods:
+            raise ParamError(
+                f"-p {key}: '{scope}' is not one of the --method names ({', '.join(methods)})"
+            )
         if not takers:
             raise ParamError(
                 f"-p {key}: none of the methods ({', '.join(methods)}) has a parameter '{key}'; "

@@ -4,7 +4,8 @@ file, and every selection's manifest holds the same options (its ``run`` section
 
 The file's keys are the command's long option names without the dashes (``pool``,
 ``group-by``, ``seed``); ``param`` and ``solver-param`` are tables of the method's and solver's
-parameters; options given several times (``quota``, ``require``, ``exclude``, ``field``) are
+parameters (a group's settings in a sub-table, ``[param.lora]``, or with dotted keys,
+``lora.r = 16``); options given several times (``quota``, ``require``, ``exclude``, ``field``) are
 lists. Relative paths are relative to the file's folder. Options on the command line win over
 the file. The click options stay the one definition: the file is read into click's defaults.
 """
@@ -99,7 +100,7 @@ def _value(path: Path, key: str, value: Any, option: click.Option) -> Any:
     if option.name in TABLES:
         if not isinstance(value, dict):
             raise ParamError(f"{where} must be a table of key = value")
-        return tuple(f"{k}={render(v, f'{where}.{k}')}" for k, v in value.items())
+        return tuple(f"{k}={render(v, f'{where}.{k}')}" for k, v in _dotted(value).items())
     if option.multiple:
         if not isinstance(value, list):
             raise ParamError(f"{where} must be a list")
@@ -109,6 +110,18 @@ def _value(path: Path, key: str, value: Any, option: click.Option) -> Any:
             raise ParamError(f"{where} must be true or false")
         return value
     return None if value is None else render(value, where)
+
+
+def _dotted(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A table's settings by dotted key: ``[param.lora] r = 16`` (or ``lora.r = 16``) is
+    ``lora.r``, as ``-p lora.r=16`` writes it."""
+    found: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            found.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def render(value: Any, where: str) -> str:

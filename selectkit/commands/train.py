@@ -10,72 +10,21 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
-    POSITIVE,
-    SEED,
     load_options,
-    lora_options,
-    lora_spec,
     model_load_options,
     model_options,
+    model_spec,
     record_options,
+    settings_from,
+    settings_options,
 )
 from selectkit.errors import ParamError
 from selectkit.provenance import jsonable
 from selectkit.terminal import echo
+from selectkit.train.finetune import FinetuneConfig
 
-_TEMPLATE = click.option(
-    "--template", type=click.Choice(["auto", "chat", "plain"]), default="auto", show_default=True
-)
-
-_FINETUNE_OPTIONS = [
-    click.option(
-        "--max-steps",
-        type=POSITIVE,
-        help="Exactly this many optimizer steps, cycling through the records (overrides --epochs).",
-    ),
-    click.option("--epochs", default=1, show_default=True, type=POSITIVE),
-    click.option("--lr", "learning_rate", default=2e-4, show_default=True, type=float),
-    click.option(
-        "--warmup-ratio",
-        default=0.03,
-        show_default=True,
-        type=float,
-        help="Share of the steps over which the learning rate rises linearly from 0.",
-    ),
-    click.option("--batch-size", default=8, show_default=True, type=POSITIVE),
-    click.option(
-        "--grad-accum", "gradient_accumulation", default=1, show_default=True, type=POSITIVE
-    ),
-    click.option("--max-length", default=512, show_default=True, type=POSITIVE),
-    _TEMPLATE,
-]
-
-
-def finetune_options(func: Any) -> Any:
-    """The fine-tuning options `selectkit train` and `selectkit retrain` share (steps, learning
-    rate, batch, length, template); the seed and LoRA options are added by each command."""
-    for option in reversed(_FINETUNE_OPTIONS):
-        func = option(func)
-    return func
-
-
-def finetune_config(kw: dict[str, Any], seed: int) -> Any:
-    """The :class:`~selectkit.train.finetune.FinetuneConfig` the parsed options describe."""
-    from selectkit.train.finetune import FinetuneConfig
-
-    return FinetuneConfig(
-        epochs=kw["epochs"],
-        max_steps=kw["max_steps"],
-        learning_rate=kw["learning_rate"],
-        warmup_ratio=kw["warmup_ratio"],
-        batch_size=kw["batch_size"],
-        gradient_accumulation=kw["gradient_accumulation"],
-        lora=lora_spec(kw),
-        max_length=kw["max_length"],
-        template=kw["template"],
-        seed=seed,
-    )
-
+#: The fine-tuning settings an evaluation shares: how examples are batched, cut and rendered.
+_SHAPE = ("batch_size", "max_length", "template")
 
 _SAME_POOL = (
     "the same POOL file, record options (--shape, --field, ...) and --group-by, and "
@@ -121,14 +70,12 @@ def read_selection_manifest(path: str | Path) -> tuple[list[int], list[float] | 
     type=click.Path(file_okay=False),
     help="Folder for the adapter and finetune.json.",
 )
-@finetune_options
-@click.option("--seed", default=0, show_default=True, type=SEED, help="LoRA init, order, dropout.")
+@settings_options(FinetuneConfig)
 @click.option("--group-by", help="The --group-by the selection's pool was loaded with.")
 @click.option("--cost-tokenizer", help="The --tokenizer the selection's pool was costed with.")
 @click.option("--cost-max-length", type=int, help="The --max-length it was costed with.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
-@lora_options
 @record_options
 def train_command(**kw: Any) -> None:
     """Fine-tune a LoRA adapter on a selection of POOL (or all of it) and save it in --out.
@@ -147,15 +94,13 @@ def train_command(**kw: Any) -> None:
 
     if bool(kw["selection_path"]) == kw["train_all"]:
         raise click.UsageError("give either --selection MANIFEST or --all")
-    config = finetune_config(kw, kw["seed"])
-    inputs = {"POOL": kw["pool_path"], "--selection": kw["selection_path"], "--model": kw["model"]}
+    config = settings_from(FinetuneConfig, kw)
+    model = model_spec(kw)
+    inputs = {"POOL": kw["pool_path"], "--selection": kw["selection_path"], "--model": model}
     check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
     check_writable(kw["out_dir"], folder=True)
     selected = read_selection_manifest(kw["selection_path"]) if kw["selection_path"] else None
-    options = load_options(
-        {**kw, "tokenizer": kw["cost_tokenizer"], "max_length": kw["cost_max_length"]},
-        kw["group_by"],
-    )
+    options = load_options(kw, kw["group_by"])
     pool = load_pool(kw["pool_path"], options)
     group_weights = None
     if selected is None:
@@ -166,7 +111,7 @@ def train_command(**kw: Any) -> None:
         group_weights = selected_groups(pool, indices, manifest["selection"].get("group_weights"))
         path = str(Path(kw["selection_path"]).resolve())
         source = {"manifest": path, "method": manifest.get("method")}
-    loaded = get_host().load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(model, model_load_options(kw))
     result = finetune(
         pool,
         indices,
@@ -196,9 +141,7 @@ def train_command(**kw: Any) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="LoRA adapter folder (e.g. a `selectkit train` output) to put on --model.",
 )
-@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
-@click.option("--max-length", default=512, show_default=True, type=POSITIVE)
-@_TEMPLATE
+@settings_options(FinetuneConfig, only=_SHAPE)
 @click.option("--group-by", help="Field naming each target record's group: print group means.")
 @click.option(
     "--out",
@@ -217,7 +160,7 @@ def evaluate_command(**kw: Any) -> None:
     """
     from selectkit.publish import Publication, check_paths
 
-    inputs = {"TARGET": kw["target_path"], "--adapter": kw["adapter"], "--model": kw["model"]}
+    inputs = {"TARGET": kw["target_path"], "--adapter": kw["adapter"], "--model": model_spec(kw)}
     check_paths(inputs=inputs, files={"--out": kw["out_path"]})
     outputs = Publication()
     losses_file = outputs.file(kw["out_path"]) if kw["out_path"] else None
@@ -234,7 +177,8 @@ def _evaluate(kw: dict[str, Any], losses_file: Path | None) -> None:
     from selectkit.train.evaluate import target_loss
 
     target = load_pool(kw["target_path"], load_options(kw, kw["group_by"]))
-    loaded = get_host().load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(model_spec(kw), model_load_options(kw))
+    shape = settings_from(FinetuneConfig, kw, only=_SHAPE)
     model = loaded.model
     if kw["adapter"]:
         model = load_adapter(model, kw["adapter"])
@@ -242,9 +186,9 @@ def _evaluate(kw: dict[str, Any], losses_file: Path | None) -> None:
         model,
         loaded.tokenizer,
         target,
-        batch_size=kw["batch_size"],
-        max_length=kw["max_length"],
-        template=kw["template"],
+        batch_size=shape.batch_size,
+        max_length=shape.max_length,
+        template=shape.template,
         progress=not kw["quiet"],
     )
     echo(f"mean target loss {result.mean:.4f} over {len(result)} examples")

@@ -7,16 +7,18 @@ from typing import Any
 import click
 
 from selectkit.commands.options import (
-    POSITIVE,
-    SEED,
     load_options,
-    lora_options,
-    lora_spec,
     model_load_options,
     model_options,
+    model_spec,
     record_options,
+    settings_from,
+    settings_options,
 )
+from selectkit.features.params import ModelParams
+from selectkit.models.lora import LoraSpec
 from selectkit.terminal import echo
+from selectkit.train.warmup import WarmupConfig
 
 
 @click.command("warmup")
@@ -29,21 +31,11 @@ from selectkit.terminal import echo
     type=click.Path(file_okay=False),
     help="Folder for the checkpoint-* folders and warmup.json.",
 )
-@click.option(
-    "--fraction",
-    default=0.05,
-    show_default=True,
-    type=float,
-    help="Seeded random share of the pool to train on.",
-)
-@click.option("--epochs", default=4, show_default=True, type=POSITIVE, help="One checkpoint each.")
-@click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=float)
-@click.option("--batch-size", default=8, show_default=True, type=POSITIVE)
-@click.option("--max-length", default=512, show_default=True, type=POSITIVE)
-@click.option("--seed", default=0, show_default=True, type=SEED)
+@settings_options(WarmupConfig)
+@settings_options(LoraSpec, prefix="lora.")
+@settings_options(ModelParams, only=("max_length",))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
-@lora_options
 @record_options
 def warmup_command(**kw: Any) -> None:
     """Train a LoRA adapter on a random fraction of POOL, saving a checkpoint per epoch.
@@ -54,24 +46,27 @@ def warmup_command(**kw: Any) -> None:
     from selectkit.api import load_pool
     from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
-    from selectkit.train.warmup import WarmupConfig, warmup
+    from selectkit.train.warmup import warmup
 
-    inputs = {"POOL": kw["pool_path"], "--model": kw["model"]}
-    check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
-    config = WarmupConfig(
-        fraction=kw["fraction"],
-        epochs=kw["epochs"],
-        learning_rate=kw["learning_rate"],
-        batch_size=kw["batch_size"],
-        max_length=kw["max_length"],
-        lora=lora_spec(kw),
-        seed=kw["seed"],
+    model = model_spec(kw)
+    check_paths(
+        inputs={"POOL": kw["pool_path"], "--model": model}, folders={"--out": kw["out_dir"]}
     )
+    config = settings_from(WarmupConfig, kw)
+    lora = settings_from(LoraSpec, kw, prefix="lora.")
+    max_length = settings_from(ModelParams, kw, only=("max_length",)).max_length
     check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(kw))
-    loaded = get_host().load_model(kw["model"], model_load_options(kw))
+    loaded = get_host().load_model(model, model_load_options(kw))
     checkpoints = warmup(
-        pool, loaded.model, loaded.tokenizer, kw["out_dir"], config, progress=not kw["quiet"]
+        pool,
+        loaded.model,
+        loaded.tokenizer,
+        kw["out_dir"],
+        config,
+        lora=lora,
+        max_length=max_length,
+        progress=not kw["quiet"],
     )
     for checkpoint in checkpoints:
         echo(

@@ -27,9 +27,9 @@ GRADIENT_KINDS = ("sgd", "adam", "sign")
 class AdamConstants:
     """The Adam constants of the one-step update (LESS's values by default)."""
 
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    beta1: float = field(default=0.9, metadata={"help": "Adam's first-moment decay"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam's second-moment decay"})
+    eps: float = field(default=1e-8, metadata={"help": "Adam's denominator epsilon"})
 
 
 @dataclass

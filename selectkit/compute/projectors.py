@@ -26,10 +26,12 @@ import hashlib
 import math
 import warnings
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from selectkit.errors import ParamError
 from selectkit.markers import hookimpl
+from selectkit.seeds import SEED_MAX
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +39,35 @@ if TYPE_CHECKING:
 #: Input coordinates per generation block. Part of the definition of every projection here
 #: (changing it changes the random matrix), so it is a constant, not a parameter.
 GEN_BLOCK = 16384
+
+StoreDType = Literal["float32", "float16"]
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """How gradients are projected and stored. ``dim`` follows LESS (8192); ``sjlt`` is the
+    fast CPU projector (``rademacher`` suits GPUs, ``traker`` matches TRAK/LESS numbers).
+    ``seed`` draws the projection (TRAK keeps it apart too): it is not the selection's seed,
+    so selecting again with another seed reuses the features."""
+
+    kind: str = field(
+        default="sjlt", metadata={"help": "random projector (sjlt, rademacher, traker)"}
+    )
+    dim: int = field(default=8192, metadata={"help": "projected dimension (LESS: 8192)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random projection"})
+    dtype: StoreDType = field(default="float32", metadata={"help": "dtype of the stored rows"})
+
+    def __post_init__(self) -> None:
+        if not self.kind.strip():
+            raise ParamError("projection kind must name a projector, e.g. sjlt")
+        if self.dim < 1:
+            raise ParamError(f"projection dim must be >= 1, got {self.dim}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ParamError(f"projection seed must be in 0..{SEED_MAX}, got {self.seed}")
+        if self.dtype not in get_args(StoreDType):
+            raise ParamError(
+                f"store dtype must be one of {list(get_args(StoreDType))}, not '{self.dtype}'"
+            )
 
 
 def block_seed(kind: str, seed: int, block: int) -> int:

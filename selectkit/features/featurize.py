@@ -22,13 +22,19 @@ from selectkit.compute.gradient_types import (
     flatten_moments,
 )
 from selectkit.compute.gradients import GradientBackend, PerExampleGradients
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.batching import pad_batch
 from selectkit.data.examples import Template, Tokenized, Truncation, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec
 from selectkit.provenance import versions
 from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
-from selectkit.store.fingerprints import file_digest, tensors_digest, tokenizer_digest
+from selectkit.store.fingerprints import (
+    TensorsMemo,
+    file_digest,
+    tensors_digest,
+    tokenizer_digest,
+)
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool
@@ -44,41 +50,49 @@ COLUMNS = ("loss", "grad_norm")
 DEFAULT_LORA = LoraSpec()
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class FeaturizeConfig:
-    """What to extract. ``dim`` and ``projector`` follow LESS (8192 dims); ``sjlt`` is the fast
-    CPU projector (``rademacher`` suits GPUs, ``traker`` matches TRAK/LESS numbers).
+    """What to extract: the gradient type, its projection, and how records become examples.
 
     ``batch_size`` is fixed into a new store entry (rows depend on their batch through float
-    rounding); later runs on that entry use the entry's value. ``on_invalid``: an example with no
-    response token or a non-finite gradient stops the run (``error``) or is stored as a zero row
-    marked skipped (``skip``).
-
-    Two seeds, each its own random stream: ``projector_seed`` draws the projection (TRAK keeps
-    it apart too), ``adapter_seed`` the fresh LoRA's initial weights when there is no
-    checkpoint. Neither is the selection's seed, so selecting again with another seed reuses
-    the features.
+    rounding); later runs on that entry use the entry's value. ``adapter_seed`` draws the
+    fresh LoRA's initial weights when there is no checkpoint; like the projection's seed it
+    is not the selection's seed, so selecting again with another seed reuses the features.
     """
 
-    gradient: GradientKind = "sgd"
-    projector: str = "sjlt"
-    dim: int = 8192
-    projector_seed: int = 0
-    adapter_seed: int = 0
-    dtype: Literal["float32", "float16"] = "float32"
-    batch_size: int = 16
-    template: Template = "auto"
-    max_length: int | None = 512
-    truncation: Truncation = "left"
-    on_invalid: Literal["error", "skip"] = "error"
-    method: GradientBackend = "auto"
+    gradient: GradientKind = field(
+        default="sgd", metadata=_help("gradient type: sgd, adam (needs optimizer state) or sign")
+    )
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    adapter_seed: int = field(
+        default=0, metadata=_help("seed of a fresh LoRA's weights when no checkpoint is given")
+    )
+    batch_size: int = field(default=16, metadata=_help("examples per forward-backward pass"))
+    template: Template = field(default="auto", metadata=_help("how records become text"))
+    max_length: int | None = field(
+        default=512, metadata=_help("tokens per example; none: no truncation")
+    )
+    truncation: Truncation = field(default="left", metadata=_help("which side is cut first"))
+    on_invalid: Literal["error", "skip"] = field(
+        default="error",
+        metadata=_help(
+            "an example with no response token or a non-finite gradient stops the run "
+            "(error) or is stored as a zero row marked skipped (skip)"
+        ),
+    )
+    backend: GradientBackend = field(
+        default="auto",
+        metadata=_help("per-example gradients by layer hooks, torch.func, or auto"),
+    )
     adam: AdamConstants = field(default_factory=AdamConstants)
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.batch_size < 1:
-            raise ParamError("dim and batch_size must be positive")
-        if self.dtype not in ("float32", "float16"):
-            raise ParamError(f"store dtype must be float32 or float16, not '{self.dtype}'")
+        if self.batch_size < 1:
+            raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.on_invalid not in ("error", "skip"):
             raise ParamError(f"on_invalid must be error or skip, not '{self.on_invalid}'")
 
@@ -111,7 +125,7 @@ def tokenize_pool(
     if errors and config.on_invalid == "error":
         more = f" (and {len(errors) - 1} more records)" if len(errors) > 1 else ""
         hint = (
-            "; fix the records, or pass on_invalid='skip' (--skip-invalid) to store them as "
+            "; fix the records, or pass on_invalid='skip' (--on-invalid skip) to store them as "
             "skipped rows"
             if skip_hint
             else ""
@@ -135,14 +149,19 @@ def feature_key(
     grads: PerExampleGradients,
     transform: GradientTransform,
     config: FeaturizeConfig,
+    *,
+    digests: TensorsMemo | None = None,
 ) -> dict[str, Any]:
-    """Everything that determines the bytes of a feature set, as JSON."""
-    model = grads.model
+    """Everything that determines the bytes of a feature set, as JSON. ``digests``: the
+    loaded model's memo of base-weight digests (:attr:`LoadedModel.digests`)."""
+    model, projection = grads.model, config.projection
     trainable = {p.name for p in grads.layout}
     named = list(model.named_parameters())
     key: dict[str, Any] = {
         "format": FEATURE_FORMAT,
-        "base_weights": tensors_digest((n, p) for n, p in named if n not in trainable),
+        "base_weights": tensors_digest(
+            ((n, p) for n, p in named if n not in trainable), memo=digests
+        ),
         "trained_weights": tensors_digest((n, p) for n, p in named if n in trainable),
         "compute_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "pool": pool.content_fingerprint,
@@ -152,8 +171,8 @@ def feature_key(
         "truncation": config.truncation,
         "loss": "mean cross-entropy over response tokens",
         "gradient": transform.describe(),
-        "projector": {"kind": config.projector, "seed": config.projector_seed, "dim": config.dim},
-        "dtype": config.dtype,
+        "projector": {"kind": projection.kind, "seed": projection.seed, "dim": projection.dim},
+        "dtype": projection.dtype,
     }
     if transform.kind == "adam":
         key["moments"] = tensors_digest(
@@ -184,7 +203,7 @@ class Featurizer:
         self.config = config
         self.store = store or FeatureStore()
         self.checkpoint = checkpoint or {}
-        self.grads = PerExampleGradients(loaded.model, param_names, method=config.method)
+        self.grads = PerExampleGradients(loaded.model, param_names, method=config.backend)
         if config.gradient == "adam":
             if moments is None:
                 raise ParamError(
@@ -196,9 +215,10 @@ class Featurizer:
         else:
             self.transform = GradientTransform(config.gradient)
         self.transform = self.transform.to(self.grads.device)
-        projector_cls = host.projector(config.projector)
+        projection = config.projection
+        projector_cls = host.projector(projection.kind)
         self.projector = projector_cls(
-            self.grads.dim, config.dim, config.projector_seed, device=self.grads.device
+            self.grads.dim, projection.dim, projection.seed, device=self.grads.device
         )
 
     def describe(self, pool: Pool) -> dict[str, Any]:
@@ -234,11 +254,18 @@ class Featurizer:
         run)."""
         if tokens is None:
             tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
-        key = feature_key(pool, self.loaded.tokenizer, self.grads, self.transform, self.config)
+        key = feature_key(
+            pool,
+            self.loaded.tokenizer,
+            self.grads,
+            self.transform,
+            self.config,
+            digests=self.loaded.digests,
+        )
         layout = Layout(
             num_rows=len(pool),
-            dim=self.config.dim,
-            dtype=self.config.dtype,
+            dim=self.config.projection.dim,
+            dtype=self.config.projection.dtype,
             block_rows=self.config.batch_size,
             order=block_order(tokens),
             columns=COLUMNS,
@@ -293,7 +320,7 @@ class Featurizer:
             record = pool[row]
             raise RecordError(
                 f"record '{record.id}' has a non-finite (NaN or Inf) gradient; nothing of it was "
-                "stored. Check the model and data, or pass on_invalid='skip' (--skip-invalid)",
+                "stored. Check the model and data, or pass on_invalid='skip' (--on-invalid skip)",
                 path=record.source,
                 line=record.line,
             )
@@ -357,6 +384,7 @@ def featurize(
                 f"checkpoint {missing[0]} has no optimizer state; gradient type 'adam' needs "
                 "the warmup optimizer's moments (or use gradient type 'sgd')"
             )
+    host.projector(config.projection.kind)  # an unknown projector is refused before the claim
     store = store or FeatureStore()
     adapter = None if found or param_names is not None else lora
     request = _request(pool, model, model_options, found, adapter, param_names, config)

@@ -1,11 +1,13 @@
-"""What every gradient method runs before it scores: model, warmup checkpoints, features.
+"""What a method that runs the model does before it scores: model, checkpoints, features.
 
-A gradient method's parameters subclass :class:`GradientParams` (a method that runs the model
-but needs no projected gradients, :class:`ModelParams`); its ``objective`` builds a
-:class:`GradientPipeline` and asks it for checkpoints (given, or a LoRA warmup run that is
-cached by content like the features) and for feature sets of the pool and target. Everything
-lands in the shared store, so a second method, or the same method with another target, reuses
-the warmup and the pool's features and only computes what is new.
+A method that runs the model but projects no gradients (EL2N, IFD, bilevel) takes
+:class:`~selectkit.features.params.ModelParams` and builds a :class:`ModelPipeline`: the
+model loaded once per session, every record checked and tokenized once per run, and
+checkpoints (given, or a LoRA warmup run cached by content). A gradient method takes
+:class:`~selectkit.features.params.GradientParams` and builds a :class:`GradientPipeline`,
+which adds feature sets of the pool and target, and their rows. Everything lands in the shared
+store, so a second method, or the same method with another target, reuses the warmup and the
+pool's features and only computes what is new.
 """
 
 from __future__ import annotations
@@ -13,26 +15,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
-import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 from selectkit import locks
 from selectkit.cachedirs import beside
 from selectkit.compute.gradient_types import GradientKind
-from selectkit.compute.projectors import GEN_BLOCK
 from selectkit.errors import ParamError, StoreError
 from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
-from selectkit.models.loading import DType
-from selectkit.models.lora import LoraSpec
+from selectkit.features.params import (
+    CheckpointsUsed,
+    GradientParams,
+    ModelParams,
+    checkpoint_folders,
+)
 from selectkit.resources import check_memory
-from selectkit.seeds import SEED_MAX
+from selectkit.rows import RowSource, combine_checkpoints
 from selectkit.store import FeatureSet, FeatureStore
 from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
 
@@ -43,205 +45,13 @@ if TYPE_CHECKING:
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.train.checkpoints import Checkpoint
 
-StoreDType = Literal["float32", "float16"]
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
+class ModelPipeline:
+    """Gives a method run its model, its records' tokens and its checkpoints.
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-def _refuse_first(checks: list[tuple[bool, str]]) -> None:
-    """Raise a :class:`ParamError` with the message of the first failed check."""
-    for ok, message in checks:
-        if not ok:
-            raise ParamError(message)
-
-
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
-
-
-def checkpoint_folders(text: str) -> list[Path]:
-    """The folders of a comma-separated ``checkpoints`` value."""
-    return [Path(part.strip()).expanduser() for part in text.split(",") if part.strip()]
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    """Parameters of every method that runs the model: which model, its warmup and adapter,
-    and how examples are batched. Methods that need no projected gradients (EL2N, IFD)
-    subclass this; the gradient methods subclass :class:`GradientParams`.
-
-    Every value is checked when the parameters are made (when the command line reads ``-p``),
-    so a value that cannot work is refused before anything loads."""
-
-    model: str = field(
-        default="smollm2",
-        metadata=_help("model folder, hub name, or built-in name (smollm2, tiny-llama)"),
-    )
-    checkpoints: str = field(
-        default="",
-        metadata=_help(
-            "comma-separated warmup run or adapter checkpoint folders; empty: run (or reuse) "
-            "a cached LoRA warmup on the pool"
-        ),
-    )
-    warmup_fraction: float = field(default=0.05, metadata=_help("warmup: share of the pool"))
-    warmup_epochs: int = field(default=4, metadata=_help("warmup: epochs, one checkpoint each"))
-    warmup_lr: float = field(default=2e-5, metadata=_help("warmup: peak learning rate"))
-    warmup_batch_size: int = field(default=8, metadata=_help("warmup: examples per step"))
-    warmup_runs: int = field(
-        default=1,
-        metadata=_help(
-            "independent warmups (seeds warmup_seed, warmup_seed+1, ...), each on its own "
-            "random subset; the checkpoints of all of them are used (TRAK's ensemble of models)"
-        ),
-    )
-    warmup_seed: int = field(
-        default=0,
-        metadata=_help(
-            "seed of the warmup's subset, LoRA initialisation and data order; not the "
-            "selection's --seed, so selecting again with another seed reuses the warmup"
-        ),
-    )
-    lora_r: int = field(default=8, metadata=_help("rank of the warmup LoRA adapter"))
-    lora_alpha: float = field(default=32.0, metadata=_help("alpha of the warmup LoRA adapter"))
-    lora_targets: str = field(
-        default="q_proj,k_proj,v_proj,o_proj",
-        metadata=_help("module names the LoRA adapts, or all-linear"),
-    )
-    batch_size: int = field(default=16, metadata=_help("examples per forward (and backward) pass"))
-    max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
-    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
-    model_dtype: DType = field(default="float32", metadata=_help("dtype of the model's weights"))
-
-    def __post_init__(self) -> None:
-        _refuse_first(
-            [
-                (
-                    bool(self.model.strip()),
-                    "model must name a model: a folder, a hub name, smollm2 or tiny-llama",
-                ),
-                (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-                (
-                    self.max_length >= 2,
-                    f"max_length must be >= 2 tokens (a causal LM predicts each token from the "
-                    f"ones before it, so one token leaves nothing to learn), got {self.max_length}",
-                ),
-                (
-                    0 < self.warmup_fraction <= 1,
-                    f"warmup_fraction must be in (0, 1], got {self.warmup_fraction}",
-                ),
-                (self.warmup_epochs >= 1, f"warmup_epochs must be >= 1, got {self.warmup_epochs}"),
-                (
-                    _positive(self.warmup_lr),
-                    f"warmup_lr must be a finite number > 0, got {self.warmup_lr}",
-                ),
-                (
-                    self.warmup_batch_size >= 1,
-                    f"warmup_batch_size must be >= 1, got {self.warmup_batch_size}",
-                ),
-                (self.warmup_runs >= 1, f"warmup_runs must be at least 1, got {self.warmup_runs}"),
-                (
-                    self.warmup_seed >= 0 and self.warmup_seed + self.warmup_runs - 1 <= SEED_MAX,
-                    f"warmup_seed must be in 0..{SEED_MAX - self.warmup_runs + 1} (one seed per "
-                    f"warmup run), got {self.warmup_seed}",
-                ),
-                (self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}"),
-                (
-                    _positive(self.lora_alpha),
-                    f"lora_alpha must be a finite number > 0, got {self.lora_alpha}",
-                ),
-                (
-                    self.lora_targets == "all-linear"
-                    or all(name.strip().isidentifier() for name in self.lora_targets.split(",")),
-                    "lora_targets must be all-linear or comma-separated module names (e.g. "
-                    f"q_proj,v_proj), got '{self.lora_targets}'",
-                ),
-                (
-                    bool(_DEVICE.fullmatch(self.device)),
-                    f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'",
-                ),
-                (
-                    self.model_dtype in get_args(DType),
-                    f"model_dtype must be one of {list(get_args(DType))}, got '{self.model_dtype}'",
-                ),
-                (
-                    not self.checkpoints or self.warmup_runs == 1,
-                    "warmup_runs applies to the built-in warmup; with checkpoints given, list "
-                    "the folders of every run in checkpoints",
-                ),
-                (
-                    not self.checkpoints or bool(checkpoint_folders(self.checkpoints)),
-                    f"checkpoints must list folders, got '{self.checkpoints}'",
-                ),
-            ]
-        )
-
-    def lora(self) -> LoraSpec:
-        targets = self.lora_targets
-        return LoraSpec(
-            r=self.lora_r,
-            alpha=self.lora_alpha,
-            target_modules=(
-                targets
-                if targets == "all-linear"
-                else tuple(name.strip() for name in targets.split(","))
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class GradientParams(ModelParams):
-    """Parameters every gradient method shares: the model's, plus the projection and the
-    store's row type. Gradient methods' parameter classes subclass this."""
-
-    projector: str = field(
-        default="sjlt", metadata=_help("random projector (sjlt, rademacher, traker)")
-    )
-    dim: int = field(default=8192, metadata=_help("projected gradient dimension (LESS: 8192)"))
-    projection_seed: int = field(
-        default=0,
-        metadata=_help(
-            "seed of the random projection; not the selection's --seed, so selecting again "
-            "with another seed reuses the features"
-        ),
-    )
-    store_dtype: StoreDType = field(default="float32", metadata=_help("dtype of stored rows"))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _refuse_first(
-            [
-                (bool(self.projector.strip()), "projector must name a projector, e.g. sjlt"),
-                (self.dim >= 1, f"dim must be >= 1, got {self.dim}"),
-                (
-                    0 <= self.projection_seed <= SEED_MAX,
-                    f"projection_seed must be in 0..{SEED_MAX}, got {self.projection_seed}",
-                ),
-                (
-                    self.store_dtype in get_args(StoreDType),
-                    f"store_dtype must be one of {list(get_args(StoreDType))}, got "
-                    f"'{self.store_dtype}'",
-                ),
-            ]
-        )
-        if self.projector == "rademacher":  # a dense projector holds a block of its matrix
-            check_memory(
-                GEN_BLOCK * self.dim * 4,
-                f"dim={self.dim} with the dense projector rademacher",
-                "lower dim (LESS uses 8192), or use projector sjlt",
-            )
-
-
-class GradientPipeline:
-    """Loads the model once and hands out checkpoints and feature sets for a method run.
-
-    With :class:`ModelParams` it gives the model and checkpoints; feature sets need
-    :class:`GradientParams`. Call :meth:`check` first: it checks everything that can be
-    checked before the model loads (the device, the projector, given checkpoints, every record
-    under the model's tokenizer, where a warmup would be written)."""
+    Call :meth:`check` first: it checks everything that can be checked before the model loads
+    (the device, given checkpoints, every record under the model's tokenizer, where a warmup
+    would be written)."""
 
     def __init__(self, params: ModelParams, context: Context):
         self.params = params
@@ -300,14 +110,7 @@ class GradientPipeline:
             if len(pool) == 0:
                 raise ParamError("a pool or target set is empty: there is nothing to score")
         resolve_device(p.device)
-        if isinstance(p, GradientParams):
-            self.host.projector(p.projector)
-            rows = min(p.batch_size, max((len(pool) for pool in pools), default=0))
-            check_memory(  # a block of projected rows, as float32, three copies while written
-                3 * rows * p.dim * 4,
-                f"dim={p.dim} with batch_size={p.batch_size}",
-                "lower dim (LESS uses 8192) or batch_size",
-            )
+        self._check_settings(pools)
         if checkpoints and p.checkpoints:
             self._given = self._read_given(gradient)
         elif checkpoints:
@@ -315,6 +118,9 @@ class GradientPipeline:
         tokenizer = self.tokenizer
         self._checked = pools
         self._check_records(tokenizer)
+
+    def _check_settings(self, pools: tuple[Sequence[Record], ...]) -> None:
+        """What a kind of pipeline checks of its own settings before the model loads."""
 
     def _check_records(self, tokenizer: Any) -> None:
         config = FeaturizeConfig(max_length=self.params.max_length)
@@ -349,63 +155,40 @@ class GradientPipeline:
             return len(self._given)
         if self.params.checkpoints:
             return len(self._read_given("sgd"))
-        return self.params.warmup_epochs * self.params.warmup_runs
-
-    def check_rows_fit(
-        self, rows: int, checkpoints_used: str, *, what: str, copies: int = 1, extra: int = 0
-    ) -> None:
-        """Refuse, before the model loads, a method that holds ``rows`` feature rows in memory
-        (``copies`` float32 copies of each, of the last checkpoint or of all of them side by
-        side, plus ``extra`` bytes) when they do not fit in the memory available."""
-        p = self.params
-        if not isinstance(p, GradientParams):
-            raise TypeError(f"feature rows need GradientParams, not {type(p).__name__}")
-        every = checkpoints_used == "all"
-        width = p.dim * (self.checkpoint_count() if every else 1)
-        check_memory(
-            rows * width * 4 * copies + extra,
-            f"{what}: {rows} records x {width} features (dim {p.dim}"
-            + (", every checkpoint side by side)" if every else ")"),
-            "lower dim (e.g. 512)" + (", or use checkpoints_used=last" if every else ""),
-        )
+        return self.params.warmup.epochs * self.params.warmup.runs
 
     def checkpoints(self, pool: Pool) -> list[Path]:
-        """The given checkpoint folders, or those of ``warmup_runs`` warmup runs on ``pool``
+        """The given checkpoint folders, or those of ``warmup.runs`` warmup runs on ``pool``
         (each reused when a run with the same model, pool, settings and seed is in the cache)."""
         if not self._checked:
             self.check(pool)
         if self.params.checkpoints:
             found = self._given if self._given is not None else self._read_given("sgd")
         else:
-            seed = self.params.warmup_seed
-            runs = range(seed, seed + self.params.warmup_runs)
-            found = [c for run_seed in runs for c in self._warmup(pool, run_seed)]
+            runs = range(self.params.warmup.runs)
+            found = [c for index in runs for c in self._warmup(pool, index)]
         if found and all(c.learning_rate == 0 for c in found):
             raise ParamError(
                 "every checkpoint's mean learning rate is 0, so learning-rate-weighted scores "
                 "would all be 0 (a warmup of one step spends it at learning rate 0); warm up "
-                "longer (warmup_fraction, warmup_epochs)"
+                "longer (warmup.fraction, warmup.epochs)"
             )
         return [c.path for c in found]
 
-    def _warmup(self, pool: Pool, seed: int) -> list[Checkpoint]:
-        from selectkit.train.warmup import WarmupConfig, warmup
+    def _warmup(self, pool: Pool, index: int) -> list[Checkpoint]:
+        """Warmup run ``index`` on ``pool``: read from the cache, or trained into it."""
+        from selectkit.train.warmup import warmup
 
         p = self.params
-        config = WarmupConfig(
-            fraction=p.warmup_fraction,
-            epochs=p.warmup_epochs,
-            learning_rate=p.warmup_lr,
-            batch_size=p.warmup_batch_size,
-            lora=p.lora(),
-            max_length=p.max_length,
-            seed=seed,
-        )
+        config = p.warmup.run(index)
+        shape = {"lora": p.lora, "max_length": p.max_length, "template": "auto"}
         identity = {
-            "weights": tensors_digest(self.loaded.model.named_parameters()),
+            "weights": tensors_digest(
+                self.loaded.model.named_parameters(), memo=self.loaded.digests
+            ),
             "tokenizer": tokenizer_digest(self.loaded.tokenizer),
             "pool": pool.content_fingerprint,
-            "config": config.to_dict(),
+            "config": config.to_dict(**shape),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         root = self._warmup_root()
@@ -430,27 +213,61 @@ class GradientPipeline:
                 self.loaded.tokenizer,
                 out,
                 config,
+                **shape,
                 progress=self.context.progress,
             )
 
     def _warmup_root(self) -> Path:
         return beside(self.store.root, "warmup")
 
+
+class GradientPipeline(ModelPipeline):
+    """A :class:`ModelPipeline` that also hands out projected gradient features: feature sets
+    per checkpoint, and the rows a method holds in memory. :meth:`check` also checks the
+    projector and that a block of projected rows fits."""
+
+    params: GradientParams
+
+    def __init__(self, params: GradientParams, context: Context):
+        super().__init__(params, context)
+
+    def _check_settings(self, pools: tuple[Sequence[Record], ...]) -> None:
+        p = self.params
+        self.host.projector(p.projection.kind)
+        rows = min(p.batch_size, max((len(pool) for pool in pools), default=0))
+        check_memory(  # a block of projected rows, as float32, three copies while written
+            3 * rows * p.projection.dim * 4,
+            f"projection.dim={p.projection.dim} with batch_size={p.batch_size}",
+            "lower projection.dim (LESS uses 8192) or batch_size",
+        )
+
+    def check_rows_fit(
+        self, rows: int, checkpoints_used: str, *, what: str, copies: int = 1, extra: int = 0
+    ) -> None:
+        """Refuse, before the model loads, a method that holds ``rows`` feature rows in memory
+        (``copies`` float32 copies of each, of the last checkpoint or of all of them side by
+        side, plus ``extra`` bytes) when they do not fit in the memory available."""
+        p = self.params
+        every = checkpoints_used == "all"
+        dim = p.projection.dim
+        width = dim * (self.checkpoint_count() if every else 1)
+        check_memory(
+            rows * width * 4 * copies + extra,
+            f"{what}: {rows} records x {width} features (dim {dim}"
+            + (", every checkpoint side by side)" if every else ")"),
+            "lower projection.dim (e.g. 512)" + (", or use checkpoints_used=last" if every else ""),
+        )
+
     def features(
         self, pool: Pool, gradient: GradientKind, checkpoints: list[Path]
     ) -> list[FeatureSet]:
         """One feature set of ``pool`` per checkpoint (a fresh LoRA when there is none)."""
         p = self.params
-        if not isinstance(p, GradientParams):
-            raise TypeError(f"feature sets need GradientParams, not {type(p).__name__}")
         if not p.checkpoints:  # given adapters have their own sizes
             self._check_gradients_fit(len(pool))
         config = FeaturizeConfig(
             gradient=gradient,
-            projector=p.projector,
-            dim=p.dim,
-            projector_seed=p.projection_seed,
-            dtype=p.store_dtype,
+            projection=p.projection,
             batch_size=p.batch_size,
             max_length=p.max_length,
         )
@@ -459,7 +276,7 @@ class GradientPipeline:
             self.loaded,
             tokens=self.tokens(pool),
             checkpoints=checkpoints,
-            lora=p.lora(),
+            lora=p.lora,
             config=config,
             store=self.store,
             progress=self.context.progress,
@@ -473,13 +290,24 @@ class GradientPipeline:
 
         p = self.params
         batch = min(p.batch_size, rows)
-        per_example = lora_parameter_count(self.loaded.model, p.lora())
+        per_example = lora_parameter_count(self.loaded.model, p.lora)
         check_memory(
             2 * batch * per_example * 4,
             f"batch_size={p.batch_size} ({batch} per-example gradients of {per_example} LoRA "
             f"parameters each)",
-            "lower batch_size, or lora_r",
+            "lower batch_size, or lora.r",
         )
+
+    def rows(self, *pools: Pool, checkpoints_used: CheckpointsUsed) -> list[RowSource]:
+        """Each pool's SGD features at the run's checkpoints as one row source: the last
+        checkpoint's rows, or (``all``) every checkpoint's side by side, scaled by the square
+        root of its learning rate; the pools' feature sets are checked to come from the same
+        model states and projection. The checkpoints are the first pool's (its warmup)."""
+        checkpoints = self.checkpoints(pools[0])
+        sets = [self.features(pool, "sgd", checkpoints) for pool in pools]
+        for other in sets[1:]:
+            check_pairs(sets[0], other)
+        return [combine_checkpoints(s, learning_rates(s), checkpoints_used) for s in sets]
 
     def pool_and_target_features(
         self, pool: Pool, target: Pool, pool_gradient: GradientKind = "sgd"

@@ -7,7 +7,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,17 @@ class LoraSpec:
     ``"all-linear"`` adapts every linear layer except the output head.
     """
 
-    r: int = 8
-    alpha: float = 32.0
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "o_proj")
+    r: int = field(default=8, metadata={"help": "rank of the LoRA adapter"})
+    alpha: float = field(default=32.0, metadata={"help": "alpha of the LoRA adapter"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the adapter's input"})
+    target_modules: tuple[str, ...] | str = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={"help": "module names the adapter wraps, or all-linear"},
+    )
 
     def __post_init__(self) -> None:
+        if self.target_modules == ("all-linear",):  # as a comma-separated value reads it
+            object.__setattr__(self, "target_modules", "all-linear")
         targets = self.target_modules
         if self.r < 1:
             raise ParamError(f"LoRA rank r must be >= 1, got {self.r}")

@@ -60,11 +60,14 @@ class RetrainConfig:
       init, data order, dropout) instead of ``finetune.seed`` for every model.
     """
 
-    models: int = 64
-    fraction: float = 0.5
-    seed: int = 0
+    models: int = field(default=64, metadata={"help": "models to train"})
+    fraction: float = field(default=0.5, metadata={"help": "share of the pool in each subset"})
+    seed: int = field(default=0, metadata={"help": "seed of the subsets"})
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    vary_seed: bool = False
+    vary_seed: bool = field(
+        default=False,
+        metadata={"help": "give each model its own training seed, from finetune.seed and m"},
+    )
 
     def __post_init__(self) -> None:
         checks = [

@@ -24,7 +24,7 @@ from selectkit.publish import atomic_writer, is_temporary
 
 def check_training_config(config: Any, owner: str, checks: list[tuple[bool, str]]) -> None:
     """Raise a :class:`ParamError` for the first failed check: ``checks`` specific to the
-    run kind, then those every training configuration shares."""
+    run kind, then those every training schedule shares."""
     common = [
         (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
         (
@@ -37,21 +37,34 @@ def check_training_config(config: Any, owner: str, checks: list[tuple[bool, str]
             config.gradient_accumulation >= 1,
             f"gradient_accumulation must be >= 1, got {config.gradient_accumulation}",
         ),
-        (
-            config.max_length is None or config.max_length >= 1,
-            f"max_length must be a positive number of tokens or None, got {config.max_length}",
-        ),
-        (
-            config.template in ("auto", "chat", "plain"),
-            f"template must be auto, chat or plain, not '{config.template}'",
-        ),
         (config.seed >= 0, f"seed must be >= 0, got {config.seed}"),
-        (
-            isinstance(config.lora, LoraSpec),
-            f"lora must be a LoraSpec, not {type(config.lora).__name__}",
-        ),
     ]
-    for ok, message in [*checks, *common]:
+    _refuse_first([*checks, *common], owner)
+
+
+def check_input_shape(lora: Any, max_length: int | None, template: str, owner: str) -> None:
+    """What a training run is given besides its schedule: a LoRA spec, a token limit of at
+    least two (a causal LM predicts each token from the ones before it) and a known
+    template."""
+    _refuse_first(
+        [
+            (
+                max_length is None or max_length >= 2,
+                f"max_length must be >= 2 tokens or None (a causal LM predicts each token from "
+                f"the ones before it), got {max_length}",
+            ),
+            (
+                template in ("auto", "chat", "plain"),
+                f"template must be auto, chat or plain, not '{template}'",
+            ),
+            (isinstance(lora, LoraSpec), f"lora must be a LoraSpec, not {type(lora).__name__}"),
+        ],
+        owner,
+    )
+
+
+def _refuse_first(checks: list[tuple[bool, str]], owner: str) -> None:
+    for ok, message in checks:
         if not ok:
             raise ParamError(f"{owner}: {message}")
 

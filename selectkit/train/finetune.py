@@ -47,6 +47,7 @@ from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.common import (
     adapter_description,
+    check_input_shape,
     check_training_config,
     claim_run_folder,
     model_description,
@@ -80,6 +81,10 @@ SCHEDULERS = (
 )
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How to fine-tune on a selection.
@@ -97,19 +102,30 @@ class FinetuneConfig:
     - ``seed`` draws the adapter's initial weights, the data order and dropout.
     """
 
-    epochs: int = 1
-    max_steps: int | None = None
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    batch_size: int = 8
-    gradient_accumulation: int = 1
+    epochs: int = field(default=1, metadata=_help("passes over the records"))
+    max_steps: int | None = field(
+        default=None,
+        metadata=_help("exactly this many optimizer steps, cycling the records (over epochs)"),
+    )
+    learning_rate: float = field(default=2e-4, metadata=_help("peak learning rate"))
+    lr_scheduler: str = field(default="linear", metadata=_help("schedule after the warmup"))
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("share of the steps the learning rate ramps up over")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("gradient norm clipping; none: no clipping")
+    )
+    batch_size: int = field(default=8, metadata=_help("examples per forward pass"))
+    gradient_accumulation: int = field(default=1, metadata=_help("passes per optimizer step"))
     lora: LoraSpec = field(default_factory=LoraSpec)
-    max_length: int | None = 512
-    template: Template = "auto"
-    seed: int = 0
+    max_length: int | None = field(
+        default=512, metadata=_help("tokens per example (prompt cut first); none: no cut")
+    )
+    template: Template = field(default="auto", metadata=_help("how records become text"))
+    seed: int = field(
+        default=0, metadata=_help("draws the adapter's initial weights, data order, dropout")
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -128,6 +144,7 @@ class FinetuneConfig:
             ),
         ]
         check_training_config(self, "finetune", checks)
+        check_input_shape(self.lora, self.max_length, self.template, "finetune")
 
     def to_dict(self) -> dict[str, Any]:
         return training_config_dict(self)

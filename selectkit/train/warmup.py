@@ -9,6 +9,7 @@ mean learning rate, in plain JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -29,6 +30,7 @@ from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
 from selectkit.train.common import (
     adapter_description,
+    check_input_shape,
     check_training_config,
     claim_run_folder,
     model_description,
@@ -36,7 +38,6 @@ from selectkit.train.common import (
     pad_token_id,
     tokenize_subset,
     trainable_copy,
-    training_config_dict,
     write_manifest,
 )
 
@@ -45,33 +46,35 @@ MANIFEST_KIND = "selectkit.warmup"
 MANIFEST_VERSION = 1
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class WarmupConfig:
-    """How to warm up. The defaults follow LESS (Xia et al. 2024):
-
-    - ``fraction=0.05``: train on a seeded random 5% of the pool (at least one record);
-    - ``epochs=4``: one checkpoint per epoch, four checkpoints;
-    - ``learning_rate=2e-5`` with a ``"linear"`` schedule (any transformers scheduler name) after
-      a linear warmup over ``warmup_ratio=0.03`` of the steps, and no weight decay;
-    - ``batch_size=8`` examples per device and step, times ``gradient_accumulation``;
-    - ``lora``: the adapter to create (see :class:`LoraSpec` for how its rank differs from LESS);
-    - ``max_length`` tokens per example (``None``: no truncation) and the ``template`` to
-      render records with, as in :func:`selectkit.data.examples.tokenize_many`;
-    - ``seed`` draws the subset, the adapter's initial weights, the data order and dropout.
+    """How to warm up; the adapter, the token limit and the template are the caller's (they
+    are shared with what is done after the warmup). The defaults follow LESS (Xia et al.
+    2024): 5% of the pool, four epochs (one checkpoint each), peak learning rate 2e-5 on a
+    linear schedule after a linear warmup over 3% of the steps, no weight decay, 8 examples
+    per step.
     """
 
-    fraction: float = 0.05
-    epochs: int = 4
-    learning_rate: float = 2e-5
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    max_length: int | None = None
-    template: Template = "auto"
-    seed: int = 0
+    fraction: float = field(default=0.05, metadata=_help("seeded random share of the pool"))
+    epochs: int = field(default=4, metadata=_help("epochs, one checkpoint each"))
+    learning_rate: float = field(default=2e-5, metadata=_help("peak learning rate"))
+    lr_scheduler: str = field(
+        default="linear", metadata=_help("a transformers scheduler name (linear, cosine, ...)")
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("share of the steps the learning rate ramps up over")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    batch_size: int = field(default=8, metadata=_help("examples per device and step"))
+    gradient_accumulation: int = field(default=1, metadata=_help("passes per optimizer step"))
+    seed: int = field(
+        default=0,
+        metadata=_help("draws the subset, the adapter's initial weights, the data order, dropout"),
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,16 +84,14 @@ class WarmupConfig:
                 math.isfinite(self.learning_rate),
                 f"learning_rate must be a finite number, got {self.learning_rate}",
             ),
-            (
-                self.max_length is None or self.max_length >= 2,
-                f"max_length must be >= 2 tokens or None (a causal LM predicts each token from "
-                f"the ones before it), got {self.max_length}",
-            ),
         ]
         check_training_config(self, "warmup", checks)
 
-    def to_dict(self) -> dict[str, Any]:
-        return training_config_dict(self)
+    def to_dict(self, lora: LoraSpec, max_length: int | None, template: Template) -> dict[str, Any]:
+        """The run's whole configuration as plain JSON: these settings and the adapter, token
+        limit and template it was given (the warmup's identity and its manifest)."""
+        values = dataclasses.asdict(self)
+        return {**values, "lora": lora.to_dict(), "max_length": max_length, "template": template}
 
 
 def warmup_subset(pool_size: int, fraction: float, seed: int) -> np.ndarray:
@@ -180,13 +181,18 @@ def warmup(
     out_dir: str | Path,
     config: WarmupConfig = WarmupConfig(),
     *,
+    lora: LoraSpec = LoraSpec(),
+    max_length: int | None = None,
+    template: Template = "auto",
     progress: bool = True,
 ) -> list[Checkpoint]:
     """Train a LoRA adapter on a seeded random ``config.fraction`` of ``pool`` and return the
     checkpoint saved at the end of each epoch, sorted by step.
 
-    ``model`` is a causal LM, which gets a fresh adapter from ``config.lora``, or a PEFT model
-    whose trainable adapter is trained as it is (``config.lora`` is then unused). Either way
+    ``model`` is a causal LM, which gets a fresh ``lora`` adapter, or a PEFT model whose
+    trainable adapter is trained as it is (``lora`` is then unused). Records are rendered
+    with ``template`` and cut to ``max_length`` tokens (``None``: no truncation), as in
+    :func:`selectkit.data.examples.tokenize_many`. Either way
     warmup trains a deep copy: the model passed in is left unchanged (this costs memory for one
     more copy of it), and so are the global random states.
 
@@ -200,16 +206,15 @@ def warmup(
     out = Path(out_dir)
     _check_scheduler(config.lr_scheduler)
     indices = warmup_subset(len(pool), config.fraction, config.seed)
-    examples = tokenize_subset(
-        pool, indices, tokenizer, template=config.template, max_length=config.max_length
-    )
+    check_input_shape(lora, max_length, template, "warmup")
+    examples = tokenize_subset(pool, indices, tokenizer, template=template, max_length=max_length)
     pad_id = pad_token_id(tokenizer)
-    peft_model = trainable_copy(model, config.lora, config.seed)
+    peft_model = trainable_copy(model, lora, config.seed)
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
         "pool_fingerprint": pool.fingerprint,
-        "config": config.to_dict(),
+        "config": config.to_dict(lora, max_length, template),
         "adapter": adapter_description(peft_model),
         "model": model_description(peft_model),
         "seed": config.seed,

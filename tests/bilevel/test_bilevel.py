@@ -15,7 +15,8 @@ from selectkit.api import load_records_from_list
 from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.params import GradientParams
+from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.output import write_selection
@@ -28,7 +29,7 @@ TARGET_FAMILY = "units"
 def params(gradient_params) -> dict:
     """The session's tiny model and LoRA, and a short loop: one pass in batches of 16 (19
     outer steps on 300 records) at the session warmup's learning rate."""
-    shared = {k: gradient_params[k] for k in ("model", "max_length", "lora_targets")}
+    shared = {k: gradient_params[k] for k in ("model", "max_length", "lora.target_modules")}
     return {**shared, "epochs": 1, "batch_size": 16, "inner_lr": 1e-3}
 
 
@@ -69,10 +70,11 @@ def test_the_target_family_gets_the_largest_weights(targeted, params, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def group_level(targeted, params):
+def group_level(targeted, params, store_root):
     pool, target = targeted
+    params = {**params, "level": "group"}
     return selectkit.select(
-        pool, "bilevel", "5%", target=target, params={**params, "level": "group"}, seed=0
+        pool, "bilevel", "5%", target=target, params=params, seed=0, cache_dir=store_root
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from selectkit import Context, Method, Objective, Pool, Scores, Solution, Solver, hookimpl
+from selectkit.errors import ParamError
 from selectkit.host import Host
 from selectkit.testing import (
     CHECKS,
@@ -109,13 +110,21 @@ class Lenient(Longest):
         return FirstColumn(np.ones((len(pool), 2)))
 
 
-class CountOnlyLate(Longest):
-    """Refuses a token budget, but only after writing to the store."""
+class RefusesDeclaredTokens(Longest):
+    """Declares every budget unit (the default), but refuses a token budget itself."""
 
     def objective(self, pool, target, context):
-        (context.store_root / "entry").mkdir(parents=True, exist_ok=True)
-        context.count_budget(self.name)
+        if context.budget_records is None:
+            raise ParamError(f"method '{self.name}' needs a count budget")
         return super().objective(pool, target, context)
+
+
+class NeedsCountUndeclared(Longest):
+    """Declares every budget unit (the default), but its scoring needs the number of records
+    to select: it lies about token budgets."""
+
+    def objective(self, pool, target, context):
+        return Scores(pool.costs.astype(float) % context.budget_records)
 
 
 @pytest.mark.parametrize(
@@ -125,12 +134,57 @@ class CountOnlyLate(Longest):
         (SeedsNumpy, "global_random_state", "random state of numpy changed"),
         (OneTooMany, "objective", "31 values for 30 records"),
         (Lenient, "nan_refused", "NaN in record 0's FirstColumn was not refused"),
-        (CountOnlyLate, "token_budget", r"only after writing \['entry'\]"),
+        (
+            RefusesDeclaredTokens,
+            "token_budget",
+            r"declares budgets \('items', 'tokens'\) but a token budget \(\d+tok\) raised "
+            "ParamError: method 'long' needs a count budget",
+        ),
+        (NeedsCountUndeclared, "token_budget", r"raised TypeError: .*budgets = \('items',\)"),
+        (Lenient, "token_budget", r"a budget of \d+tok selected records costing \d+"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_a_faulty_method_fails_its_check(method_cls, check, match, host):
     _fails(method_cls, check, host, match)
+
+
+#: The ``budget_records`` each CountOnly objective was asked with.
+asked_with: list[int | None] = []
+
+
+class CountOnly(Longest):
+    """Declares count budgets only, and notes the budget of every objective it is asked for."""
+
+    budgets = ("items",)
+
+    def objective(self, pool, target, context):
+        asked_with.append(context.budget_records)
+        return super().objective(pool, target, context)
+
+
+def test_a_count_only_method_passes_and_never_sees_a_token_budget(host):
+    asked_with.clear()
+    check_method(CountOnly, host=host)
+    assert asked_with and None not in asked_with
+
+
+class CountOnlyLate(CountOnly):
+    """Declares count budgets only, but writes to the store before it looks at the budget."""
+
+    def objective(self, pool, target, context):
+        (context.store_root / "entry").mkdir(parents=True, exist_ok=True)
+        if context.budget_records is None:
+            raise ParamError(f"method '{self.name}' needs a count budget")
+        return super().objective(pool, target, context)
+
+
+def test_the_suite_holds_select_to_a_count_only_declaration(host, monkeypatch):
+    """Were ``select`` to let a token budget reach a count-only method, the suite says so:
+    a late refusal, or a selection the declaration rules out."""
+    monkeypatch.setattr("selectkit.api.check_budget_unit", lambda method, budget, host: None)
+    _fails(CountOnlyLate, "token_budget", host, r"only after writing \['entry'\]")
+    _fails(CountOnly, "token_budget", host, r"without 'tokens', yet a token budget .* selected")
 
 
 @dataclass
@@ -156,6 +210,10 @@ class Untypable:
         ({"Params": Thawed}, "declaration", "Params Thawed is not frozen"),
         ({"Params": Unexplained}, "declaration", "parameter 'size' has no help text"),
         ({"Params": Untypable}, "params_cli_round_trip", r"'folder' = PosixPath\('data'\)"),
+        ({"budgets": "items"}, "declaration", "budgets 'items' is not a tuple of distinct"),
+        ({"budgets": ("count",)}, "declaration", r"budgets \('count',\) is not a tuple"),
+        ({"budgets": ()}, "declaration", r"budgets \(\) is not a tuple"),
+        ({"budgets": ("items", "items")}, "declaration", "is not a tuple of distinct"),
     ],
 )
 def test_a_faulty_declaration_fails(attributes, check, match, host):

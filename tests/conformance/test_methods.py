@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from selectkit.host import Host
+from selectkit.params import leaves
 from selectkit.testing import check_method, checks_for, generated_pools
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -22,13 +23,13 @@ TESTS = Path(__file__).resolve().parents[1]
 #: Small settings for the model-based methods; each method takes those its Params declares.
 SMALL = {
     "model": "tiny-llama",
-    "dim": 32,
+    "projection.dim": 32,
     "max_length": 96,
     "batch_size": 8,
-    "warmup_epochs": 2,
-    "warmup_fraction": 0.5,
-    "warmup_batch_size": 4,
-    "warmup_lr": 1e-3,
+    "warmup.epochs": 2,
+    "warmup.fraction": 0.5,
+    "warmup.batch_size": 4,
+    "warmup.learning_rate": 1e-3,
     "inner_lr": 1e-3,
 }
 
@@ -101,10 +102,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(("source", "method_cls", "check"), CASES)
 def test_method_conforms(source, method_cls, check, pools, cache_dir):
-    fields = method_cls.Params.__dataclass_fields__
+    names = leaves(method_cls.Params())
     check_method(
         method_cls,
-        params={key: value for key, value in SMALL.items() if key in fields},
+        params={key: value for key, value in SMALL.items() if key in names},
         host=HOSTS[source],
         pool=pools[0],
         target=pools[1],

@@ -259,7 +259,7 @@ def other_command_cases() -> list[Case]:
          ["train", "pool.jsonl", "--selection", "other.manifest.json", "--out", "run", *tiny]),
         ("train:neither", base, ["train", "pool.jsonl", "--out", "run", *tiny]),
         ("train:lr-nan", base,
-         ["train", "pool.jsonl", "--all", "--out", "run", "--lr", "nan", *tiny]),
+         ["train", "pool.jsonl", "--all", "--out", "run", "--learning-rate", "nan", *tiny]),
         ("train:batch-zero", base,
          ["train", "pool.jsonl", "--all", "--out", "run", "--batch-size", "0", *tiny]),
         ("warmup:fraction-zero", base,
@@ -274,7 +274,16 @@ def other_command_cases() -> list[Case]:
         ("evaluate:batch-negative", base,
          ["evaluate", "target.jsonl", "--out", "e.jsonl", "--batch-size", "-1", *tiny]),
         ("featurize:bad-shard", base, ["featurize", "pool.jsonl", "--shard", "1/1", *tiny]),
-        ("featurize:dim-zero", base, ["featurize", "pool.jsonl", "--dim", "0", *tiny]),
+        ("featurize:dim-zero", base, ["featurize", "pool.jsonl", "--projection-dim", "0", *tiny]),
+        ("featurize:on-invalid-unknown", base,
+         ["featurize", "pool.jsonl", "--on-invalid", "ignore", *tiny]),
+        ("featurize:lora-targets-empty-item", base,
+         ["featurize", "pool.jsonl", "--lora-target-modules", "q_proj,,v_proj", *tiny]),
+        ("warmup:lora-rank-zero", base,
+         ["warmup", "pool.jsonl", "--out", "w", "--lora-r", "0", *tiny]),
+        ("retrain:finetune-lr-zero", base, [*retrain, "--finetune-learning-rate", "0"]),
+        ("retrain:finetune-lora-dropout-one", base, [*retrain, "--finetune-lora-dropout", "1"]),
+        ("retrain:finetune-max-length-one", base, [*retrain, "--finetune-max-length", "1"]),
         ("featurize:missing-checkpoint", base,
          ["featurize", "pool.jsonl", "--checkpoint", "nope", *tiny]),
         ("cache:bad-id", base, ["cache", "info", "zz-not-hex"]),
@@ -323,6 +332,7 @@ def test_malformed_input_is_one_clear_error_and_changes_nothing(
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "No such option" not in lines[0], "the case must reach the check it is about"
     assert names in lines[0], f"the error does not name {names}: {lines[0]}"
     after = _snapshot(tmp_path)
     after.pop("cache", None)  # the store's root may be created; nothing may be written in it

@@ -100,7 +100,8 @@ def test_methods_shows_the_values_a_literal_takes(host):
         "  aggregate (one of: subtask_max, mean, max, round_robin; default subtask_max): "
         in result.output
     )
-    assert "  dim (int, default 8192): " in result.output
+    assert "  projection.dim (int, default 8192): " in result.output
+    assert "  projection.dtype (one of: float32, float16; default float32): " in result.output
     qualified = _run("methods", "selectkit:dsir")
     assert qualified.exit_code == 0 and "hashing (one of: fast, reference;" in qualified.output
 

@@ -18,6 +18,7 @@ from selectkit.errors import ParamError
 from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.models.tiny import tiny_model
+from selectkit.params import build_params
 from selectkit.retraining import RetrainConfig, retrain
 from selectkit.train.finetune import FinetuneConfig
 
@@ -71,12 +72,11 @@ def test_parameters_are_checked_before_any_work():
 
 def test_trak_estimator_is_trak_attribution(targeted, gradient_params):
     pool, target = targeted
-    attribution = Datamodels(DatamodelsParams(**gradient_params)).attribute(
-        pool, target, Context(host=get_host(), seed=0)
-    )
+    params = build_params(DatamodelsParams, gradient_params, "datamodels")
+    attribution = Datamodels(params).attribute(pool, target, Context(host=get_host(), seed=0))
     from selectkit_trak.method import TRAK, TRAKParams
 
-    trak = TRAK(TRAKParams(**gradient_params)).attribute(
+    trak = TRAK(build_params(TRAKParams, gradient_params, "trak")).attribute(
         pool, target, Context(host=get_host(), seed=0)
     )
     np.testing.assert_array_equal(attribution, trak)

@@ -26,8 +26,9 @@ ROWS = make_records(1, seed=7)
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "warmup"
     model, tokenizer = tiny_model("tiny-llama")
-    config = WarmupConfig(fraction=1.0, epochs=1, batch_size=4, learning_rate=1e-3, max_length=64)
-    warmup(load_records_from_list(ROWS), model, tokenizer, out, config, progress=False)
+    config = WarmupConfig(fraction=1.0, epochs=1, batch_size=4, learning_rate=1e-3)
+    pool = load_records_from_list(ROWS)
+    warmup(pool, model, tokenizer, out, config, max_length=64, progress=False)
     return out
 
 
@@ -58,7 +59,7 @@ def _one_error(result) -> str:
 
 
 def _featurize(*extra: str):
-    args = ["featurize", "pool.jsonl", "--model", "tiny-llama", "--dim", "8", "-q"]
+    args = ["featurize", "pool.jsonl", "--model", "tiny-llama", "--projection-dim", "8", "-q"]
     return CliRunner().invoke(cli, [*args, "--checkpoint", "ckpt", "--cache-dir", "store", *extra])
 
 
@@ -90,7 +91,7 @@ def test_a_damaged_checkpoint_file_is_named_before_the_model_loads(
             [
                 *("select", "-m", "tracin", "--pool", "pool.jsonl", "--target", "target.jsonl"),
                 *("-b", "1", "-o", "out.jsonl", "-q", "-p", "model=tiny-llama"),
-                *("-p", "checkpoints=ckpt", "-p", "dim=8"),
+                *("-p", "checkpoints=ckpt", "-p", "projection.dim=8"),
             ],
         )
     )
@@ -104,7 +105,7 @@ def test_a_damaged_optimizer_state_is_refused_before_adam_features(content, work
     command = [
         *("select", "-m", "less", "--pool", "pool.jsonl", "--target", "target.jsonl", "-b", "1"),
         *("-o", "out.jsonl", "-q", "-p", "model=tiny-llama", "-p", "checkpoints=ckpt"),
-        *("-p", "dim=8"),
+        *("-p", "projection.dim=8"),
     ]
     with monkeypatch.context() as patched:
         patched.setattr(Host, "load_model", lambda *a: pytest.fail("model loaded"))
@@ -122,7 +123,7 @@ def test_adam_features_need_optimizer_state_before_the_model_loads(work, nothing
         [
             *("select", "-m", "less", "--pool", "pool.jsonl", "--target", "target.jsonl"),
             *("-b", "1", "-o", "out.jsonl", "-q", "-p", "model=tiny-llama"),
-            *("-p", "checkpoints=ckpt", "-p", "dim=8"),
+            *("-p", "checkpoints=ckpt", "-p", "projection.dim=8"),
         ],
     )
     assert "has no optimizer state" in _one_error(result)

@@ -10,33 +10,38 @@ import pytest
 from click.testing import CliRunner
 
 from selectkit.cli import cli
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, ModelParams
+from selectkit.features.params import GradientParams, ModelParams
 from selectkit.host import Host
+from selectkit.params import build_params
 
 BAD = [
-    ("less", "lora_r=0", "lora_r must be >= 1"),
-    ("less", "lora_alpha=nan", "lora_alpha must be a finite number > 0"),
-    ("less", "lora_targets=q proj", "lora_targets must be all-linear or comma-separated"),
-    ("less", "lora_targets=q_proj,,v_proj", "lora_targets must be all-linear"),
-    ("less", "warmup_fraction=0", "warmup_fraction must be in (0, 1]"),
-    ("less", "warmup_fraction=1.5", "warmup_fraction must be in (0, 1]"),
-    ("less", "warmup_epochs=0", "warmup_epochs must be >= 1"),
-    ("less", "warmup_lr=inf", "warmup_lr must be a finite number > 0"),
-    ("less", "warmup_batch_size=0", "warmup_batch_size must be >= 1"),
+    ("less", "lora.r=0", "lora: LoRA rank r must be >= 1"),
+    ("less", "lora.alpha=nan", "lora: LoRA alpha must be a finite number > 0"),
+    ("less", "lora.dropout=1", "lora: LoRA dropout must be in [0, 1)"),
+    ("less", "lora.target_modules=q proj", "lora: LoRA target modules must be 'all-linear' or"),
+    ("less", "lora.target_modules=q_proj,,v_proj", "lora: LoRA target modules must be"),
+    ("less", "warmup.fraction=0", "warmup: fraction must be in (0, 1]"),
+    ("less", "warmup.fraction=1.5", "warmup: fraction must be in (0, 1]"),
+    ("less", "warmup.epochs=0", "warmup: epochs must be >= 1"),
+    ("less", "warmup.learning_rate=inf", "warmup: learning_rate must be a finite number"),
+    ("less", "warmup.batch_size=0", "warmup: batch_size must be >= 1"),
     ("less", "batch_size=0", "batch_size must be >= 1"),
     ("less", "max_length=1", "max_length must be >= 2"),
-    ("less", "dim=0", "dim must be >= 1"),
-    ("less", "store_dtype=float64", "store_dtype"),
+    ("less", "projection.dim=0", "projection: projection dim must be >= 1"),
+    ("less", "projection.seed=-1", "projection: projection seed must be in 0.."),
+    ("less", "projection.dtype=float64", "parameter 'projection.dtype' must be one of"),
     ("less", "model_dtype=float64", "model_dtype"),
     ("less", "device=tpu", "device must be auto, cpu, cuda, cuda:N or mps"),
     ("less", "device=cuda:7", "device 'cuda:7' is not available"),
-    ("less", "projector=nope", "no projector named 'nope'"),
+    ("less", "projection.kind=nope", "no projector named 'nope'"),
     ("less", "aggregate=median", "aggregate"),
     ("less", "checkpoints=,", "checkpoints must list folders"),
     ("tracin", "model= ", "model must name a model"),
-    ("el2n", "warmup_runs=0", "warmup_runs must be at least 1"),
+    ("el2n", "warmup.runs=0", "warmup.runs must be at least 1"),
+    ("el2n", "warmup.seed=-1", "warmup: seed must be >= 0"),
     ("trak", "damping=-1", "damping must be a finite number >= 0"),
     ("datamodels", "damping=nan", "damping must be a finite number >= 0"),
     ("ifd", "max_ifd=0", "max_ifd must be positive"),
@@ -108,14 +113,18 @@ def test_checkpoints_that_cannot_be_used_are_refused_before_anything_loads(folde
 def test_literal_parameters_list_their_allowed_values():
     from typing import get_args, get_type_hints
 
-    hints = get_type_hints(GradientParams)
-    assert get_args(hints["model_dtype"]) == ("float32", "bfloat16", "float16")
-    assert get_args(hints["store_dtype"]) == ("float32", "float16")
+    assert get_args(get_type_hints(GradientParams)["model_dtype"]) == (
+        "float32",
+        "bfloat16",
+        "float16",
+    )
+    assert get_args(get_type_hints(ProjectionConfig)["dtype"]) == ("float32", "float16")
 
 
 def test_python_values_are_checked_too():
     with pytest.raises(ParamError, match="model_dtype"):
         ModelParams(model_dtype="float64")  # type: ignore[arg-type]
-    with pytest.raises(ParamError, match="store_dtype"):
-        GradientParams(store_dtype="int8")  # type: ignore[arg-type]
-    assert ModelParams(lora_targets="q_proj, v_proj").lora().target_modules == ("q_proj", "v_proj")
+    with pytest.raises(ParamError, match="store dtype"):
+        GradientParams(projection=ProjectionConfig(dtype="int8"))  # type: ignore[arg-type]
+    params = build_params(ModelParams, {"lora.target_modules": "q_proj, v_proj"}, "m")
+    assert params.lora.target_modules == ("q_proj", "v_proj")

@@ -13,12 +13,14 @@ from click.testing import CliRunner
 from selectkit import host as host_module
 from selectkit.api import load_records_from_list
 from selectkit.cli import cli
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.batching import pad_batch
 from selectkit.data.examples import loss_token_count, tokenize_many
 from selectkit.data.pool import Record
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError, RecordError
-from selectkit.features.pipeline import GradientParams, GradientPipeline, ModelParams
+from selectkit.features.params import GradientParams, ModelParams
+from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import Host, get_host
 from selectkit.methods import Context
 from selectkit.models.losses import response_losses
@@ -74,7 +76,7 @@ def test_the_pipeline_checks_records_before_the_model_loads(monkeypatch, tmp_pat
 
     monkeypatch.setattr(Host, "load_model", no_model)
     cache = tmp_path / "cache" / "features"
-    params = GradientParams(model="tiny-llama", dim=16)
+    params = GradientParams(model="tiny-llama", projection=ProjectionConfig(dim=16))
     context = Context(host=get_host(), store_root=cache)
     pipeline = GradientPipeline(params, context)
     pipeline.check(_pool())  # the tokenizer alone, no weights
@@ -109,7 +111,7 @@ def test_every_method_that_runs_the_model_checks_records_first(name, monkeypatch
     method_cls = host_module.get_host().method(name)
     values = {"model": "tiny-llama"}
     if issubclass(method_cls.Params, GradientParams):
-        values["dim"] = 16
+        values["projection"] = ProjectionConfig(dim=16)
     params = _with_max_length(method_cls.Params(**values), 1)
     assert isinstance(params, ModelParams)
     pool = _pool()
@@ -177,7 +179,7 @@ def test_featurize_names_the_file_and_line_of_a_truncated_record(tmp_path, monke
                 "tiny-llama",
                 "--max-length",
                 "1",
-                "--dim",
+                "--projection-dim",
                 "8",
                 "-q",
             ],

@@ -10,9 +10,11 @@ import pytest
 import selectkit
 from selectkit import resources
 from selectkit.api import load_records_from_list
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.params import GradientParams
+from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import Host, get_host
 from selectkit.methods import Context
 
@@ -57,13 +59,29 @@ def pool():
 @pytest.mark.parametrize(
     ("method", "params", "message"),
     [
-        ("kcenter", {"dim": 1_000_000, "batch_size": 1}, "kcenter: 20 records x 1000000"),
-        ("craig", {"dim": 1_000_000, "batch_size": 1}, "craig: 20 records x 1000000"),
-        ("gradmatch", {"dim": 1_000_000, "batch_size": 1}, "gradmatch: 10 records"),
-        ("kcenter", {"dim": 8, "memory_mb": 4096}, "needs about 4 GiB"),
-        ("trak", {"dim": 1_000_000}, "trak on 20 pool records and 20 targets at dim 1000000"),
-        ("less", {"dim": 1_000_000}, "dim=1000000 with batch_size=16 needs about 183 MiB"),
-        ("less", {"dim": 100_000, "projector": "rademacher"}, "dense projector rademacher"),
+        (
+            "kcenter",
+            {"projection.dim": 1_000_000, "batch_size": 1},
+            "kcenter: 20 records x 1000000",
+        ),
+        ("craig", {"projection.dim": 1_000_000, "batch_size": 1}, "craig: 20 records x 1000000"),
+        ("gradmatch", {"projection.dim": 1_000_000, "batch_size": 1}, "gradmatch: 10 records"),
+        ("kcenter", {"projection.dim": 8, "memory_mb": 4096}, "needs about 4 GiB"),
+        (
+            "trak",
+            {"projection.dim": 1_000_000},
+            "trak on 20 pool records and 20 targets at dim 1000000",
+        ),
+        (
+            "less",
+            {"projection.dim": 1_000_000},
+            "dim=1000000 with batch_size=16 needs about 183 MiB",
+        ),
+        (
+            "less",
+            {"projection.dim": 100_000, "projection.kind": "rademacher"},
+            "dense projector rademacher",
+        ),
     ],
 )
 def test_an_allocation_that_cannot_fit_is_refused_before_the_model_loads(
@@ -81,7 +99,7 @@ def test_an_allocation_that_cannot_fit_is_refused_before_the_model_loads(
 def test_a_batch_of_gradients_that_cannot_fit_is_refused_before_it_is_computed(
     pool, monkeypatch, tmp_path
 ):
-    params = GradientParams(model="tiny-llama", dim=8)
+    params = GradientParams(model="tiny-llama", projection=ProjectionConfig(dim=8))
     context = Context(host=get_host(), store_root=tmp_path)
     pipeline = GradientPipeline(params, context)
     pipeline.check(pool)

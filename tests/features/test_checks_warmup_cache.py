@@ -9,14 +9,18 @@ from dataclasses import replace
 import pytest
 
 from selectkit.api import load_records_from_list
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features import pipeline as pipeline_module
-from selectkit.features.pipeline import GradientParams, GradientPipeline
+from selectkit.features.params import GradientParams, WarmupRuns
+from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import Host, get_host
 from selectkit.methods import Context
 
-SMALL = {"model": "tiny-llama", "dim": 16, "max_length": 96, "warmup_fraction": 0.5}
+SMALL = {"model": "tiny-llama", "projection": ProjectionConfig(dim=16), "max_length": 96}
+#: The warmup of SMALL: half the pool, one epoch.
+ONE = WarmupRuns(fraction=0.5, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def _unwritable(*args, **kwargs):
 def test_a_complete_warmup_is_read_without_writing(pool, tmp_path, monkeypatch):
     # Before: the cache folder was made and a lock file created before even looking, so a
     # read-only cache gave a PermissionError although the warmup was there.
-    params = GradientParams(**SMALL, warmup_epochs=1)
+    params = GradientParams(**SMALL, warmup=ONE)
     context = Context(host=get_host(), store_root=tmp_path / "features")
     first = GradientPipeline(params, context).checkpoints(pool)
     root = tmp_path / "warmup"
@@ -46,14 +50,14 @@ def test_a_complete_warmup_is_read_without_writing(pool, tmp_path, monkeypatch):
     assert GradientPipeline(params, context).checkpoints(pool) == first
     assert _snapshot(root) == before
     with pytest.raises(StoreError, match=r"cannot be written there \(Permission denied\); give"):
-        GradientPipeline(replace(params, warmup_seed=9), context).checkpoints(pool)
+        GradientPipeline(replace(params, warmup=replace(ONE, seed=9)), context).checkpoints(pool)
     assert _snapshot(root) == before
 
 
 def test_a_cache_that_cannot_be_made_is_refused_before_the_model_loads(pool, tmp_path, monkeypatch):
     monkeypatch.setattr(Host, "load_model", lambda *a: pytest.fail("model loaded"))
     monkeypatch.setattr(pipeline_module.os, "access", lambda *a: False)
-    params = GradientParams(**SMALL)
+    params = GradientParams(**SMALL, warmup=WarmupRuns(fraction=0.5))
     context = Context(host=get_host(), store_root=tmp_path / "cache" / "features")
     with pytest.raises(StoreError, match=r"does not exist and cannot be made .* not a writable"):
         GradientPipeline(params, context).check(pool)
@@ -61,7 +65,7 @@ def test_a_cache_that_cannot_be_made_is_refused_before_the_model_loads(pool, tmp
 
 
 def test_a_damaged_cached_warmup_is_trained_again(pool, tmp_path):
-    params = GradientParams(**SMALL, warmup_epochs=1)
+    params = GradientParams(**SMALL, warmup=ONE)
     context = Context(host=get_host(), store_root=tmp_path / "features")
     (first,) = GradientPipeline(params, context).checkpoints(pool)
     (first / "trainer_state.json").write_text("{")

@@ -17,6 +17,7 @@ import torch
 
 from selectkit.api import featurize, load_model, load_pool, load_records_from_list
 from selectkit.compute.gradients import PerExampleGradients
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.batching import pad_batch
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
@@ -32,7 +33,7 @@ from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec
 from selectkit.store import FeatureStore, RowStatus, verify_entry
 
-CONFIG = FeaturizeConfig(dim=64, batch_size=4, max_length=96)
+CONFIG = FeaturizeConfig(projection=ProjectionConfig(dim=64), batch_size=4, max_length=96)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _checksums(entry) -> dict[str, str]:
 def test_rows_are_the_projected_per_example_gradients_in_pool_order(pool, tmp_path):
     loaded = load_model("tiny-llama")
     (entry,) = featurize(pool, loaded, config=CONFIG, store=FeatureStore(tmp_path), progress=False)
-    assert entry.complete and entry.num_rows == len(pool) and entry.dim == CONFIG.dim
+    assert entry.complete and entry.num_rows == len(pool) and entry.dim == CONFIG.projection.dim
     assert (entry.status() == RowStatus.DONE).all()
     # Recompute one example at a time, with the same fresh adapter, outside the store.
     from selectkit.models.lora import attach_lora
@@ -86,7 +87,9 @@ def test_same_request_reuses_the_entry_and_any_change_makes_a_new_one(pool, tmp_
         (again,) = featurize(
             pool,
             loaded,
-            config=FeaturizeConfig(dim=64, batch_size=8, max_length=96),
+            config=FeaturizeConfig(
+                projection=ProjectionConfig(dim=64), batch_size=8, max_length=96
+            ),
             store=store,
             progress=False,
         )
@@ -96,12 +99,36 @@ def test_same_request_reuses_the_entry_and_any_change_makes_a_new_one(pool, tmp_
     assert again.layout.block_rows == CONFIG.batch_size
     ids = {first.id}
     changes = [
-        {"config": FeaturizeConfig(dim=32, batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, projector_seed=1, batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, gradient="sign", batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, projector="rademacher", batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, template="plain", batch_size=4, max_length=96)},
-        {"config": FeaturizeConfig(dim=64, dtype="float16", batch_size=4, max_length=96)},
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=32), batch_size=4, max_length=96
+            )
+        },
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=64, seed=1), batch_size=4, max_length=96
+            )
+        },
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=64), gradient="sign", batch_size=4, max_length=96
+            )
+        },
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=64, kind="rademacher"), batch_size=4, max_length=96
+            )
+        },
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=64), template="plain", batch_size=4, max_length=96
+            )
+        },
+        {
+            "config": FeaturizeConfig(
+                projection=ProjectionConfig(dim=64, dtype="float16"), batch_size=4, max_length=96
+            )
+        },
         {"config": CONFIG, "lora": LoraSpec(r=4)},
         {"config": CONFIG, "pool": load_records_from_list(make_records(3, seed=3))},
     ]
@@ -160,7 +187,7 @@ def test_a_killed_featurize_process_resumes_to_identical_bytes(tmp_path):
     store_root = tmp_path / "killed"
     command = [
         sys.executable, "-m", "selectkit", "featurize", str(path), "--model", "tiny-llama",
-        "--dim", "64", "--batch-size", "2", "--max-length", "96", "--cache-dir",
+        "--projection-dim", "64", "--batch-size", "2", "--max-length", "96", "--cache-dir",
         str(store_root), "--quiet",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -177,7 +204,7 @@ def test_a_killed_featurize_process_resumes_to_identical_bytes(tmp_path):
     (entry,) = store.entries()
     assert not entry.complete
     loaded = load_model("tiny-llama")
-    config = FeaturizeConfig(dim=64, batch_size=2, max_length=96)
+    config = FeaturizeConfig(projection=ProjectionConfig(dim=64), batch_size=2, max_length=96)
     (resumed,) = featurize(pool, loaded, config=config, store=store, progress=False)
     (fresh,) = featurize(
         pool, loaded, config=config, store=FeatureStore(tmp_path / "fresh"), progress=False
@@ -192,7 +219,12 @@ def test_unusable_examples_fail_before_any_work_or_are_skipped_by_policy(tmp_pat
     rows[3]["instruction"] = "x " * 200  # the prompt alone fills max_length
     pool = load_records_from_list(rows)
     store = FeatureStore(tmp_path)
-    cut = {"dim": 16, "batch_size": 4, "max_length": 200, "truncation": "right"}
+    cut = {
+        "projection": ProjectionConfig(dim=16),
+        "batch_size": 4,
+        "max_length": 200,
+        "truncation": "right",
+    }
     with pytest.raises(RecordError, match=r"<records>:4: .*truncated away.*on_invalid"):
         featurize(pool, "tiny-llama", config=FeaturizeConfig(**cut), store=store)
     assert store.entries() == []
@@ -220,7 +252,9 @@ def test_non_finite_gradients_are_an_error_or_skipped_rows(pool, tmp_path):
     (entry,) = featurize(
         pool,
         loaded,
-        config=FeaturizeConfig(dim=64, batch_size=4, max_length=96, on_invalid="skip"),
+        config=FeaturizeConfig(
+            projection=ProjectionConfig(dim=64), batch_size=4, max_length=96, on_invalid="skip"
+        ),
         store=store,
         progress=False,
     )
@@ -266,3 +300,12 @@ def test_a_bfloat16_model_gives_float32_rows_close_to_float32(pool, tmp_path):
     a, b = full.read(0, len(pool)), half.read(0, len(pool))
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert b.dtype == np.float32 and cosine.min() > 0.95
+
+
+def test_an_unknown_projector_is_refused_before_anything_is_claimed(tmp_path):
+    pool = load_records_from_list(make_records(2, seed=0))
+    root = tmp_path / "store"
+    config = FeaturizeConfig(projection=ProjectionConfig(kind="nope"), max_length=96)
+    with pytest.raises(ParamError, match="no projector named 'nope'"):
+        featurize(pool, "tiny-llama", config=config, store=FeatureStore(root))
+    assert not root.exists() or not any(root.rglob("*")), sorted(root.rglob("*"))

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from selectkit.api import featurize, load_model, load_records_from_list
 from selectkit.cli import cli
 from selectkit.compute.gradients import PerExampleGradients
-from selectkit.compute.projectors import SparseJLProjector
+from selectkit.compute.projectors import ProjectionConfig, SparseJLProjector
 from selectkit.data.batching import pad_batch
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
@@ -22,7 +22,9 @@ from selectkit.store import FeatureStore
 from selectkit.train.checkpoints import adam_moments, read_checkpoint
 from selectkit.train.warmup import WarmupConfig, warmup
 
-CONFIG = FeaturizeConfig(gradient="adam", dim=32, batch_size=4, max_length=96)
+CONFIG = FeaturizeConfig(
+    projection=ProjectionConfig(dim=32), gradient="adam", batch_size=4, max_length=96
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,8 @@ def pool():
 def run_dir(pool, tmp_path_factory):
     out = tmp_path_factory.mktemp("warmup")
     loaded = load_model("tiny-llama")
-    config = WarmupConfig(fraction=1.0, epochs=2, batch_size=4, learning_rate=1e-3, max_length=96)
-    warmup(pool, loaded.model, loaded.tokenizer, out, config, progress=False)
+    config = WarmupConfig(fraction=1.0, epochs=2, batch_size=4, learning_rate=1e-3)
+    warmup(pool, loaded.model, loaded.tokenizer, out, config, max_length=96, progress=False)
     return out
 
 
@@ -57,7 +59,7 @@ def test_adam_rows_match_a_hand_computation_at_each_checkpoint(pool, run_dir, tm
         engine = PerExampleGradients(model)
         m = torch.cat([moments[p.name][0].reshape(-1) for p in engine.layout])
         v = torch.cat([moments[p.name][1].reshape(-1) for p in engine.layout])
-        projector = SparseJLProjector(engine.dim, CONFIG.dim, CONFIG.projector_seed)
+        projector = SparseJLProjector(engine.dim, CONFIG.projection.dim, CONFIG.projection.seed)
         expected = []
         for item in tokenize_pool(pool, loaded.tokenizer, CONFIG):
             g = engine(pad_batch([item], loaded.tokenizer.pad_token_id))[0][0]
@@ -85,7 +87,7 @@ def test_adam_without_optimizer_state_fails_before_any_work(pool, run_dir, tmp_p
         pool,
         "tiny-llama",
         checkpoints=[folder],
-        config=FeaturizeConfig(dim=32, batch_size=4, max_length=96),
+        config=FeaturizeConfig(projection=ProjectionConfig(dim=32), batch_size=4, max_length=96),
         store=store,
         progress=False,
     )
@@ -106,7 +108,7 @@ def test_cli_warmup_then_featurize_with_adam(pool, tmp_path):
     result = runner.invoke(
         cli,
         ["featurize", str(path), "--model", "tiny-llama", "--checkpoint", str(tmp_path / "run"),
-         "--gradient", "adam", "--dim", "16", "--max-length", "96", "--cache-dir",
+         "--gradient", "adam", "--projection-dim", "16", "--max-length", "96", "--cache-dir",
          str(tmp_path / "store"), "-q"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -7,14 +7,19 @@ from dataclasses import replace
 import pytest
 
 from selectkit.api import load_records_from_list
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.features import pipeline as pipeline_module
-from selectkit.features.pipeline import GradientParams, GradientPipeline, check_pairs
+from selectkit.features.params import GradientParams, WarmupRuns
+from selectkit.features.pipeline import GradientPipeline, check_pairs
 from selectkit.host import get_host
 from selectkit.methods import Context
 
-SMALL = {"model": "tiny-llama", "dim": 32, "max_length": 96, "warmup_fraction": 0.5}
+SMALL = {"model": "tiny-llama", "projection": ProjectionConfig(dim=32), "max_length": 96}
+#: The warmup of SMALL: half the pool; one epoch (ONE) where the test trains it.
+HALF = WarmupRuns(fraction=0.5)
+ONE = WarmupRuns(fraction=0.5, epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def pool():
 
 
 def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
-    params = GradientParams(**SMALL, warmup_epochs=1)
+    params = GradientParams(**SMALL, warmup=ONE)
     context = Context(host=get_host(), store_root=tmp_path / "features")
     first = GradientPipeline(params, context).checkpoints(pool)
     assert first and (tmp_path / "warmup").is_dir()
@@ -40,7 +45,7 @@ def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="reused"):
         GradientPipeline(params, context).checkpoints(pool)
     assert not folder.exists()  # an unfinished run of the same warmup is cleared and redone
-    other_warmup = GradientPipeline(replace(params, warmup_seed=1), context)
+    other_warmup = GradientPipeline(replace(params, warmup=replace(ONE, seed=1)), context)
     with pytest.raises(AssertionError, match="reused"):
         other_warmup.checkpoints(pool)
 
@@ -53,10 +58,13 @@ def test_the_warmup_is_cached_by_content(pool, tmp_path, monkeypatch):
 
 def test_pool_and_target_features_must_match(pool, tmp_path):
     context = Context(host=get_host(), store_root=tmp_path)
-    run = GradientPipeline(GradientParams(**SMALL), context)
+    run = GradientPipeline(GradientParams(**SMALL, warmup=HALF), context)
     sparse = run.features(pool, "sgd", [])
     dense = GradientPipeline(
-        GradientParams(**{**SMALL, "projector": "rademacher"}), context
+        GradientParams(
+            **{**SMALL, "projection": ProjectionConfig(dim=32, kind="rademacher")}, warmup=HALF
+        ),
+        context,
     ).features(pool, "sgd", [])
     with pytest.raises(ParamError, match="differ in projector"):
         check_pairs(sparse, dense)
@@ -66,7 +74,7 @@ def test_pool_and_target_features_must_match(pool, tmp_path):
 
 
 def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, monkeypatch):
-    params = GradientParams(**SMALL, checkpoints=str(tmp_path / "nope"))
+    params = GradientParams(**SMALL, warmup=HALF, checkpoints=str(tmp_path / "nope"))
     with pytest.raises(ParamError, match="does not exist"):
         GradientPipeline(params, Context(host=get_host())).checkpoints(pool)
     folder = tmp_path / "run"
@@ -79,24 +87,27 @@ def test_zero_learning_rates_and_missing_folders_are_refused(pool, tmp_path, mon
     monkeypatch.setattr(
         "selectkit.train.checkpoints.find_checkpoints", lambda path: [Flat(), Flat()]
     )
-    params = GradientParams(**SMALL, checkpoints=str(folder))
+    params = GradientParams(**SMALL, warmup=HALF, checkpoints=str(folder))
     with pytest.raises(ParamError, match="learning rate is 0"):
         GradientPipeline(params, Context(host=get_host())).checkpoints(pool)
     assert pipeline_module.learning_rates([]) == []
 
 
 def test_warmup_runs_are_independent_warmups_with_consecutive_seeds(pool, tmp_path):
-    small = {**SMALL, "warmup_epochs": 1}
     context = Context(host=get_host(), store_root=tmp_path / "features")
-    ensemble = GradientPipeline(GradientParams(**small, warmup_runs=2, warmup_seed=4), context)
+    ensemble = GradientPipeline(
+        GradientParams(**SMALL, warmup=replace(ONE, runs=2, seed=4)), context
+    )
     first, second = ensemble.checkpoints(pool)
     assert first.parent != second.parent
     alone = [
-        GradientPipeline(GradientParams(**small, warmup_seed=seed), context).checkpoints(pool)
+        GradientPipeline(
+            GradientParams(**SMALL, warmup=replace(ONE, seed=seed)), context
+        ).checkpoints(pool)
         for seed in (4, 5)
     ]
     assert alone == [[first], [second]]  # the same cached runs: run r is the seed + r warmup
     with pytest.raises(ParamError, match="at least 1"):
-        GradientParams(**SMALL, warmup_runs=0)
+        GradientParams(**SMALL, warmup=replace(HALF, runs=0))
     with pytest.raises(ParamError, match="list the folders of every run"):
-        GradientParams(**SMALL, checkpoints=str(tmp_path), warmup_runs=2)
+        GradientParams(**SMALL, checkpoints=str(tmp_path), warmup=replace(HALF, runs=2))

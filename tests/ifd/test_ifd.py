@@ -17,10 +17,12 @@ from selectkit.cli import cli
 from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Pool, Record
 from selectkit.errors import BudgetError, ParamError, RecordError
-from selectkit.features.pipeline import GradientPipeline, ModelParams
+from selectkit.features.params import ModelParams, WarmupRuns
+from selectkit.features.pipeline import ModelPipeline
 from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.models.lora import load_adapter
+from selectkit.params import build_params
 
 TINY = {"model": "tiny-llama", "max_length": 128}
 
@@ -55,9 +57,9 @@ def test_ifd_is_the_loss_with_the_instruction_over_the_loss_without():
 
 
 @pytest.fixture(scope="module")
-def base_run(targeted):
+def base_run(targeted, store_root):
     pool, _ = targeted
-    return select(pool, "ifd", 15, params=TINY, seed=0)
+    return select(pool, "ifd", 15, params=TINY, seed=0, cache_dir=store_root)
 
 
 def test_the_selection_is_the_highest_ifd_among_records_at_most_one(targeted, base_run):
@@ -109,9 +111,8 @@ def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_pa
     pool, _ = targeted
     params = {**model_params, "scorer": "warmup", "max_ifd": float("inf")}
     selection = select(pool, "ifd", 10, params=params, seed=0)
-    last = GradientPipeline(ModelParams(**model_params), Context(host=get_host())).checkpoints(
-        pool
-    )[-1]
+    scorer = build_params(ModelParams, model_params, "ifd")
+    last = ModelPipeline(scorer, Context(host=get_host())).checkpoints(pool)[-1]
     loaded = load_model("tiny-llama")
     model = load_adapter(loaded.model, last)
     expected = ifd_scores(model, loaded.tokenizer, pool, max_length=128)
@@ -125,7 +126,7 @@ def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_pa
     [
         ({"checkpoints": "/some/run"}, "checkpoints are used only with scorer=warmup"),
         ({"max_ifd": 0.0}, "max_ifd must be positive"),
-        ({"scorer": "warmup", "warmup_runs": 2}, "one pre-experienced model"),
+        ({"scorer": "warmup", "warmup": WarmupRuns(runs=2)}, "one pre-experienced model"),
         ({"scorer": "best"}, "scorer must be base or warmup"),
     ],
 )

@@ -16,15 +16,17 @@ from selectkit.errors import ParamError
 from selectkit.features.pipeline import GradientPipeline, learning_rates
 from selectkit.host import get_host
 from selectkit.methods import Context
+from selectkit.params import build_params
 from selectkit.rows import combine_checkpoints
 from selectkit.solvers.objectives import KCenter
 
 
 @pytest.fixture(scope="module")
-def distances(targeted, gradient_params):
+def distances(targeted, gradient_params, store_root):
     """Distances in the method's own feature space: cosine on the last checkpoint's rows."""
     pool, _ = targeted
-    pipeline = GradientPipeline(KCenterParams(**gradient_params), Context(host=get_host()))
+    params = build_params(KCenterParams, gradient_params, "kcenter")
+    pipeline = GradientPipeline(params, Context(host=get_host(), store_root=store_root))
     sets = pipeline.features(pool, "sgd", pipeline.checkpoints(pool))
     rows = combine_checkpoints(sets, learning_rates(sets), "last")
     return KCenter(rows, metric="cosine").centred

@@ -99,9 +99,10 @@ def test_attribution_is_the_per_target_score_before_aggregation(targeted, gradie
     from selectkit_less.method import LESS, LESSParams
 
     from selectkit.methods import Context
+    from selectkit.params import build_params
 
     pool, target = targeted
-    method = LESS(LESSParams(**gradient_params, aggregate="mean"))
+    method = LESS(build_params(LESSParams, {**gradient_params, "aggregate": "mean"}, "less"))
     attribution = method.attribute(pool, target, Context(host=get_host(), seed=0))
     assert attribution.shape == (len(pool), len(target)) and attribution.dtype == np.float64
     scores = method.objective(pool, target, Context(host=get_host(), seed=0)).values

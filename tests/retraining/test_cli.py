@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, make_dataclass
 
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ from selectkit.retraining.runs import model_files
 from .conftest import outcome_bytes
 
 RETRAIN = ["--models", "6", "--fraction", "0.5", "--seed", "0", "--model", "tiny-llama",
-           "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2", "--warmup-ratio", "0",
-           "--max-length", "64", "-q"]  # fmt: skip
+           "--finetune-max-steps", "4", "--finetune-batch-size", "4",
+           "--finetune-learning-rate", "1e-2", "--finetune-warmup-ratio", "0",
+           "--finetune-max-length", "64", "-q"]  # fmt: skip
 
 
 def write_jsonl(path, rows):
@@ -112,12 +114,25 @@ def test_retrain_command_refuses_bad_shards(files, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@dataclass(frozen=True)
+class _Projection:
+    dim: int = 0
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    damping: int = 0
+    projection: _Projection = field(default_factory=_Projection)
+
+
 class _Host:
-    """The parameters of three methods, as a host would give them."""
+    """The parameters of four methods, as a host would give them (``d``'s in a group)."""
+
+    methods = ("a", "b", "c", "d")
 
     def method(self, name):
-        from dataclasses import make_dataclass
-
+        if name == "d":
+            return type(name, (), {"Params": _Grouped})
         fields = {"a": ["damping", "dim"], "b": ["dim"], "c": []}[name]
         return type(name, (), {"Params": make_dataclass(name, [(f, int, 0) for f in fields])})
 
@@ -127,3 +142,13 @@ def test_params_go_to_the_methods_that_have_them():
     assert routed == {"a": {"dim": "8", "damping": "2"}, "b": {"dim": "8"}, "c": {"x": "1"}}
     with pytest.raises(ParamError, match="none of the methods"):
         route_params(["b", "c"], {"damping": "1"}, _Host())
+
+
+def test_a_group_setting_goes_to_the_methods_that_have_it_not_to_a_method_named_so():
+    pairs = {"projection.dim": "8", "a.dim": "4", "d.damping": "2"}
+    routed = route_params(["a", "d"], pairs, _Host())
+    assert routed == {"a": {"dim": "4"}, "d": {"projection.dim": "8", "damping": "2"}}
+    routed = route_params(["a", "d"], {"d.projection.dim": "8"}, _Host())
+    assert routed == {"a": {}, "d": {"projection.dim": "8"}}
+    with pytest.raises(ParamError, match="none of the methods"):
+        route_params(["a", "b"], {"projection.dim": "8"}, _Host())

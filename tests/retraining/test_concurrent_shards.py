@@ -20,7 +20,8 @@ from .test_cli import write_jsonl
 SHARDS = 3
 ROUNDS = 2
 ARGS = ["--models", "3", "--fraction", "0.5", "--seed", "0", "--model", "tiny-llama",
-        "--max-steps", "1", "--batch-size", "4", "--max-length", "64", "-q"]  # fmt: skip
+        "--finetune-max-steps", "1", "--finetune-batch-size", "4", "--finetune-max-length", "64",
+        "-q"]  # fmt: skip
 
 
 def test_shards_started_together_all_succeed(retrain_rows, tmp_path):

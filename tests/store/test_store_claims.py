@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from selectkit.api import featurize, load_records_from_list
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features.featurize import FeaturizeConfig
 from selectkit.host import Host
 from selectkit.store import FeatureStore, Layout, RowStatus
 
-CONFIG = FeaturizeConfig(dim=16, batch_size=4, max_length=96)
+CONFIG = FeaturizeConfig(projection=ProjectionConfig(dim=16), batch_size=4, max_length=96)
 REQUEST = {"pool": "abc", "model": {"spec": "tiny-llama"}}
 
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from selectkit.api import featurize, load_model, load_pool, load_records_from_list
 from selectkit.cli import cli
 from selectkit.compute.gradients import PerExampleGradients
+from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
 from selectkit.features.featurize import FeaturizeConfig
@@ -245,7 +246,7 @@ def test_an_entry_of_an_older_format_is_never_read(store, entry):
 
 # --- the featurizer and select, on a tiny model ------------------------------------------------
 
-CONFIG = FeaturizeConfig(dim=64, batch_size=4, max_length=96)
+CONFIG = FeaturizeConfig(projection=ProjectionConfig(dim=64), batch_size=4, max_length=96)
 SMALL_FILES = 2048  # 4 rows x 64 float32 a block: two blocks (8 rows) per data file
 
 
@@ -311,7 +312,16 @@ def test_featurize_repairs_what_it_finds(pool, loaded, featurized, tmp_path, mon
 def test_the_featurize_command_repairs_a_deleted_status_file(tmp_path):
     path = tmp_path / "pool.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in make_records(1, seed=4)))
-    args = ["featurize", str(path), "--model", "tiny-llama", "--dim", "16", "--max-length", "96"]
+    args = [
+        "featurize",
+        str(path),
+        "--model",
+        "tiny-llama",
+        "--projection-dim",
+        "16",
+        "--max-length",
+        "96",
+    ]
     args += ["--cache-dir", str(tmp_path / "store"), "-q"]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
@@ -332,7 +342,12 @@ def test_select_refuses_a_flipped_bit_and_repair_restores_the_selection(gradient
     target_rows = make_records(2, seed=1, families=["units"], id_prefix="target", avoid=pool_rows)
     for name, rows in (("pool", pool_rows), ("target", target_rows)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = {**gradient_params, "dim": 64, "warmup_epochs": 1, "warmup_fraction": 0.5}
+    settings = {
+        **gradient_params,
+        "projection.dim": 64,
+        "warmup.epochs": 1,
+        "warmup.fraction": 0.5,
+    }
     params = [f"-p{key}={value}" for key, value in settings.items()]
     params += ["--cache-dir", str(cache)]
 

@@ -25,7 +25,16 @@ from selectkit.cli import cli
 from selectkit.data.synthetic import make_records
 from selectkit.store import FeatureStore
 
-ARGS = ["--model", "tiny-llama", "--dim", "64", "--batch-size", "2", "--max-length", "96"]
+ARGS = [
+    "--model",
+    "tiny-llama",
+    "--projection-dim",
+    "64",
+    "--batch-size",
+    "2",
+    "--max-length",
+    "96",
+]
 
 # Stops the process as it creates status.npy in the temporary folder of a new entry.
 WHILE_CREATING = r"""

@@ -55,14 +55,14 @@ def test_a_complete_entry_is_read_from_a_read_only_store(tmp_path, read_only):
     pool.write_text("".join(json.dumps(r) + "\n" for r in make_records(1, seed=3)))
     store = tmp_path / "store"
     args = ["featurize", str(pool), "--model", "tiny-llama", "--max-length", "96", "-q"]
-    first = CliRunner().invoke(cli, [*args, "--dim", "16", "--cache-dir", str(store)])
+    first = CliRunner().invoke(cli, [*args, "--projection-dim", "16", "--cache-dir", str(store)])
     assert first.exit_code == 0, first.output
     (entry,) = FeatureStore(store).entries()
     rows = entry.read(0, entry.num_rows)
     before = _listing(store)
     read_only(store)
 
-    again = CliRunner().invoke(cli, [*args, "--dim", "16", "--cache-dir", str(store)])
+    again = CliRunner().invoke(cli, [*args, "--projection-dim", "16", "--cache-dir", str(store)])
     assert again.exit_code == 0, again.output
     assert again.output == first.output
     assert np.array_equal(FeatureStore(store).get(entry.id).read(0, entry.num_rows), rows)
@@ -70,7 +70,7 @@ def test_a_complete_entry_is_read_from_a_read_only_store(tmp_path, read_only):
     assert verified.exit_code == 0 and verified.output == f"{entry.id[:12]}  OK\n"
     assert _listing(store) == before
 
-    other = CliRunner().invoke(cli, [*args, "--dim", "8", "--cache-dir", str(store)])
+    other = CliRunner().invoke(cli, [*args, "--projection-dim", "8", "--cache-dir", str(store)])
     assert other.exit_code == 2 and "Traceback" not in other.output
     (line,) = [text for text in other.output.splitlines() if text.startswith("error:")]
     assert f"the feature store {store} is not writable" in line

@@ -34,11 +34,12 @@ def test_tracin_equals_a_brute_force_sum_of_inner_products(targeted, gradient_pa
 def test_tracin_attribution_sums_to_its_score(targeted, gradient_params):
     from selectkit_tracin.method import TracIn
 
-    from selectkit.features.pipeline import GradientParams
+    from selectkit.features.params import GradientParams
     from selectkit.methods import Context
+    from selectkit.params import build_params
 
     pool, target = targeted
-    method = TracIn(GradientParams(**gradient_params))
+    method = TracIn(build_params(GradientParams, gradient_params, "tracin"))
     attribution = method.attribute(pool, target, Context(host=get_host(), seed=0))
     assert attribution.shape == (len(pool), len(target))
     scores = method.objective(pool, target, Context(host=get_host(), seed=0)).values

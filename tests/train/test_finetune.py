@@ -335,7 +335,7 @@ def test_cli_select_train_evaluate_round_trip(tmp_path):
     out = tmp_path / "trained"
     result = invoke(
         "train", pool_path, "--selection", manifest_path, "--group-by", "family", "--out", out,
-        "--max-steps", "4", "--batch-size", "2", "--lr", "5e-3", *common,
+        "--max-steps", "4", "--batch-size", "2", "--learning-rate", "5e-3", *common,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "trained 4 steps on 4 records of 8 (unweighted)" in result.output

@@ -171,7 +171,7 @@ def test_selection_group_weights_reach_training(tiny, pool, tmp_path):
         cli,
         ["train", str(pool_path), "--selection", str(tmp_path / "picked.manifest.json"),
          "--group-by", "family", "--out", str(out), "--model", "tiny-llama", "--max-steps", "3",
-         "--batch-size", "2", "--lr", "1e-2", "--max-length", "64", "--seed", "3", "-q"],
+         "--batch-size", "2", "--learning-rate", "1e-2", "--max-length", "64", "--seed", "3", "-q"],
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "groups sampled by weight" in run.output

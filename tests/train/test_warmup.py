@@ -3,6 +3,7 @@ that neither the caller's model nor an existing run folder is touched by surpris
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from dataclasses import replace
@@ -71,10 +72,7 @@ def run(tmp_path_factory):
         {"weight_decay": -0.1},
         {"batch_size": 0},
         {"gradient_accumulation": 0},
-        {"max_length": 0},
-        {"template": "fancy"},
         {"seed": -1},
-        {"lora": {"r": 8}},
     ],
 )
 def test_config_rejects_bad_values(changes):
@@ -82,11 +80,27 @@ def test_config_rejects_bad_values(changes):
         WarmupConfig(**changes)
 
 
+@pytest.mark.parametrize(
+    "changes", [{"max_length": 0}, {"max_length": 1}, {"template": "fancy"}, {"lora": {"r": 8}}]
+)
+def test_bad_adapter_length_or_template_is_refused_before_any_work(changes, tmp_path):
+    model, tokenizer = tiny_model("tiny-llama")
+    with pytest.raises(ParamError, match=f"warmup: {next(iter(changes))}"):
+        warmup(make_pool(), model, tokenizer, tmp_path / "out", CONFIG, **changes, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_config_defaults_follow_less():
     config = WarmupConfig()
     assert (config.fraction, config.epochs, config.learning_rate) == (0.05, 4, 2e-5)
     assert (config.lr_scheduler, config.warmup_ratio, config.weight_decay) == ("linear", 0.03, 0)
-    assert config.to_dict()["lora"] == LoraSpec().to_dict()
+    defaults = {k: p.default for k, p in inspect.signature(warmup).parameters.items()}
+    assert (defaults["lora"], defaults["max_length"], defaults["template"]) == (
+        LoraSpec(),
+        None,
+        "auto",
+    )
+    assert config.to_dict(LoraSpec(), None, "auto")["lora"] == LoraSpec().to_dict()
 
 
 def test_subset_is_seeded_sorted_and_sized():
@@ -129,9 +143,9 @@ def test_manifest_records_the_run(run):
     assert manifest["subset"]["indices"] == indices
     assert manifest["subset"]["ids"] == [pool[i].id for i in indices]
     assert manifest["pool_fingerprint"] == pool.fingerprint
-    assert manifest["config"] == json.loads(json.dumps(CONFIG.to_dict()))
+    assert manifest["config"] == json.loads(json.dumps(CONFIG.to_dict(LoraSpec(), None, "auto")))
     assert manifest["seed"] == CONFIG.seed
-    assert manifest["adapter"]["r"] == CONFIG.lora.r
+    assert manifest["adapter"]["r"] == LoraSpec().r
     for dist in ("torch", "transformers", "peft"):
         assert manifest["versions"][dist] == metadata.version(dist)
     assert "selectkit" in manifest["versions"]
@@ -208,6 +222,9 @@ def test_refuses_a_different_run_or_foreign_files(run, tmp_path):
         warmup(pool, model, tokenizer, run["out"], other, progress=False)
     with pytest.raises(ParamError, match=r"different warmup run.*pool_fingerprint"):
         warmup(make_pool(9), model, tokenizer, run["out"], CONFIG, progress=False)
+    for given in ({"lora": LoraSpec(r=4)}, {"max_length": 64}, {"template": "plain"}):
+        with pytest.raises(ParamError, match=r"different warmup run.*config"):
+            warmup(pool, model, tokenizer, run["out"], CONFIG, **given, progress=False)
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ParamError, match="not empty"):

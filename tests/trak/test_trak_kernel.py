@@ -82,7 +82,7 @@ class Unreadable:
 def test_an_undamped_kernel_of_too_few_rows_is_refused_before_any_work():
     with pytest.raises(ParamError, match=r"rank is at most the 10 pool records < dim 20"):
         checkpoint_scores(Unreadable(), np.zeros((2, 20)), 0.0)
-    with pytest.raises(ParamError, match=r"damping > 0 .* or use dim <= 10"):
+    with pytest.raises(ParamError, match=r"damping > 0 .* or use projection.dim <= 10"):
         trak_scores([Unreadable()], [ArrayRows(np.zeros((2, 20)))], [np.ones(10)], 0.0)
 
 

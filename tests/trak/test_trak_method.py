@@ -18,6 +18,7 @@ from selectkit.data.synthetic import make_records
 from selectkit.errors import ParamError
 from selectkit.host import get_host
 from selectkit.methods import Context
+from selectkit.params import build_params
 from selectkit.store import FeatureSet, FeatureStore
 
 RANDOM_SHARE = 0.1  # one family in ten
@@ -51,13 +52,17 @@ def direct_attribution(
 
 
 @pytest.fixture(scope="module")
-def trak_run(targeted, gradient_params):
-    """The trak selection of 5% of the pool and two attribution runs (primal form: 300 > 256)."""
+def trak_run(targeted, gradient_params, store_root):
+    """The trak selection of 5% of the pool and two attribution runs (primal form: 300 > 256),
+    in the session's store (a module's fixture runs before the test's SELECTKIT_CACHE_DIR)."""
     pool, target = targeted
-    selection = select(pool, "trak", "5%", target=target, params=gradient_params, seed=0)
-    method = TRAK(TRAKParams(**gradient_params))
-    first = method.attribute(pool, target, Context(host=get_host(), seed=0))
-    second = method.attribute(pool, target, Context(host=get_host(), seed=0))
+    selection = select(
+        pool, "trak", "5%", target=target, params=gradient_params, seed=0, cache_dir=store_root
+    )
+    method = TRAK(build_params(TRAKParams, gradient_params, "trak"))
+    context = Context(host=get_host(), store_root=store_root, seed=0)
+    first = method.attribute(pool, target, context)
+    second = method.attribute(pool, target, context)
     return selection, first, second
 
 
@@ -82,7 +87,7 @@ def test_attribution_equals_a_direct_computation_from_the_store(
 ):
     pool, target = targeted
     _, attribution, _ = trak_run
-    dim = gradient_params["dim"]
+    dim = gradient_params["projection.dim"]
     pool_sets = sgd_sets(store_root, len(pool), dim)
     target_sets = sgd_sets(store_root, len(target), dim)
     assert len(pool_sets) == len(target_sets) == 2
@@ -93,13 +98,13 @@ def test_attribution_equals_a_direct_computation_from_the_store(
 
 def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run, store_root):
     pool, target = targeted
-    dim = gradient_params["dim"]
+    dim = gradient_params["projection.dim"]
     warmup = {
         str(Path(e.meta["checkpoint"]["path"]).parent) for e in sgd_sets(store_root, len(pool), dim)
     }
     assert len(warmup) == 1
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])  # 30 records < dim 256
-    params = TRAKParams(**gradient_params, checkpoints=warmup.pop())
+    params = build_params(TRAKParams, {**gradient_params, "checkpoints": warmup.pop()}, "trak")
     attribution = TRAK(params).attribute(subset, target, Context(host=get_host(), seed=0))
     expected = direct_attribution(
         sgd_sets(store_root, len(subset), dim),
@@ -117,12 +122,10 @@ def test_the_dual_form_through_the_method(targeted, gradient_params, trak_run, s
 def test_an_ensemble_of_independent_warmups(targeted, gradient_params, tmp_path, monkeypatch):
     pool, target = targeted
     subset = Pool([pool[i] for i in range(0, len(pool), 10)])
-    params = dict(gradient_params)
+    params = build_params(TRAKParams, {**gradient_params, "warmup.runs": 2}, "trak")
     monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path / "features"))
-    attribution = TRAK(TRAKParams(**params, warmup_runs=2)).attribute(
-        subset, target, Context(host=get_host(), seed=0)
-    )
-    dim = gradient_params["dim"]
+    attribution = TRAK(params).attribute(subset, target, Context(host=get_host(), seed=0))
+    dim = gradient_params["projection.dim"]
     pool_sets = sgd_sets(tmp_path / "features", len(subset), dim)
     runs = {str(Path(s.meta["checkpoint"]["path"]).parent) for s in pool_sets}
     assert len(pool_sets) == 4 and len(runs) == 2  # two checkpoints of each warmup
@@ -137,7 +140,9 @@ def test_bad_requests_fail_before_any_work(targeted, gradient_params, tmp_path, 
     monkeypatch.setenv("SELECTKIT_CACHE_DIR", str(tmp_path))
     params = dict(gradient_params)
     with pytest.raises(ParamError, match=r"rank is at most the 300 pool records < dim 512"):
-        select(pool, "trak", 15, target=target, params={**params, "damping": 0, "dim": 512})
+        select(
+            pool, "trak", 15, target=target, params={**params, "damping": 0, "projection.dim": 512}
+        )
     with pytest.raises(ParamError, match="damping must be a finite number >= 0"):
         select(pool, "trak", 15, target=target, params={**params, "damping": -1})
     with pytest.raises(ParamError, match="needs a target set"):
