@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+import selectkit.store.npyfiles as npyfiles
 from selectkit import locks
 from selectkit.errors import StoreError
 from selectkit.provenance import jsonable
 from selectkit.publish import atomic_writer
-from selectkit.store import npyfiles
 from selectkit.store.layout import (
     CHECKSUMS,
     ENTRY_FORMAT,

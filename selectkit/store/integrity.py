@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+import selectkit.store.npyfiles as npyfiles
 from selectkit import locks
 from selectkit.errors import StoreError
 from selectkit.publish import clear_stale, is_temporary
-from selectkit.store import npyfiles
 from selectkit.store.entry import FeatureSet
 from selectkit.store.layout import CHECKSUMS, RowStatus, key_id
 from selectkit.store.problems import UNREADABLE, reason, sample, writing

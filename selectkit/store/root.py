@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
+import selectkit.store.npyfiles as npyfiles
 from selectkit import __version__, locks
 from selectkit.cachedirs import default_root
 from selectkit.errors import StoreError
 from selectkit.provenance import jsonable
 from selectkit.publish import atomic_writer, clear_stale, fsync_path
 from selectkit.resources import human_bytes
-from selectkit.store import npyfiles
 from selectkit.store.claims import CLAIMS, RequestClaim
 from selectkit.store.entry import FeatureSet, plain_meta
 from selectkit.store.integrity import Check, check_entry, repair_entry

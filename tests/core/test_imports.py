@@ -42,7 +42,8 @@ def _imported(module: str, path: Path, modules: dict[str, Path]) -> Iterator[str
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             names = [f"{base}.{alias.name}" for alias in node.names] or [base]
-            names = [name if name in modules else base for name in names]
+            # ``from package import module`` runs the package's __init__ first: both count.
+            names = [name if name in modules else base for name in names] + [base]
         else:
             continue
         for name in names:
