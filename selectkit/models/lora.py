@@ -119,6 +119,16 @@ def attach_lora(model: Any, spec: LoraSpec, *, seed: int = 0) -> Any:
         return get_peft_model(model, config)
 
 
+@contextlib.contextmanager
+def quiet_saving() -> Iterator[None]:
+    """Saving an adapter, peft warns when the base model's folder has no config file (the
+    bundled SmolLM2 is read from its GGUF file) that it assumes the vocabulary unchanged; a
+    LoRA adapter never changes it, so the warning says nothing to the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Could not find a config file in", UserWarning)
+        yield
+
+
 def load_adapter(model: Any, checkpoint: str | Path) -> Any:
     """Wrap ``model`` in the LoRA adapter saved in ``checkpoint``, with trainable weights.
 

@@ -41,7 +41,7 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError, TrainingDiverged
-from selectkit.models.lora import LoraSpec
+from selectkit.models.lora import LoraSpec, quiet_saving
 from selectkit.models.losses import response_losses
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
@@ -519,7 +519,8 @@ def finetune(
         log = train_steps(
             peft_model, examples, values[kept], plan, pad_id, config, progress=progress
         )
-        peft_model.save_pretrained(str(staging), safe_serialization=True)
+        with quiet_saving():
+            peft_model.save_pretrained(str(staging), safe_serialization=True)
         manifest["status"] = "complete"
         manifest["log"] = log
         write_manifest(staging / MANIFEST_NAME, manifest)

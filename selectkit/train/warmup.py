@@ -24,7 +24,7 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
-from selectkit.models.lora import LoraSpec
+from selectkit.models.lora import LoraSpec, quiet_saving
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
@@ -171,7 +171,8 @@ def _train(
 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(BarOnly())
-    trainer.train()
+    with quiet_saving():  # the Trainer saves the adapter at every epoch
+        trainer.train()
 
 
 def warmup(

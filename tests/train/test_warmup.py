@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
+import warnings
 from dataclasses import replace
 from importlib import metadata
 
@@ -249,3 +250,16 @@ def test_unknown_scheduler_is_refused(tmp_path):
     config = WarmupConfig(lr_scheduler="zigzag")
     with pytest.raises(ParamError, match="lr_scheduler must be one of"):
         warmup(make_pool(), model, tokenizer, tmp_path, config, progress=False)
+
+
+def test_saving_an_adapter_of_a_model_read_without_its_config_says_nothing(tmp_path, monkeypatch):
+    # The bundled SmolLM2 comes from a GGUF file, so its folder holds no config.json; offline,
+    # peft then warned at every saved checkpoint that it assumes the vocabulary unchanged.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tokenizer = tiny_model("tiny-llama")
+    model.name_or_path = str(tmp_path)  # what from_pretrained records, and peft reads
+    config = replace(CONFIG, fraction=1.0, epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warmup(make_pool(), model, tokenizer, tmp_path / "run", config, progress=False)
+    assert not [w for w in caught if "config file" in str(w.message)]
