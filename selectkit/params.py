@@ -17,6 +17,12 @@ import numpy as np
 from selectkit.errors import ParamError
 
 
+def help_text(text: str) -> dict[str, str]:
+    """A field's metadata with its help, which listings, generated options and the
+    conformance suite read: ``field(default=8, metadata=help_text("rank of the adapter"))``."""
+    return {"help": text}
+
+
 @dataclasses.dataclass(frozen=True)
 class NoParams:
     """For methods and solvers that take no parameters."""

@@ -27,6 +27,7 @@ from selectkit.data.batching import pad_batch
 from selectkit.data.examples import Template, Tokenized, Truncation, tokenize_many
 from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec
+from selectkit.params import help_text
 from selectkit.provenance import versions
 from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
 from selectkit.store.fingerprints import (
@@ -50,10 +51,6 @@ COLUMNS = ("loss", "grad_norm")
 DEFAULT_LORA = LoraSpec()
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class FeaturizeConfig:
     """What to extract: the gradient type, its projection, and how records become examples.
@@ -65,28 +62,29 @@ class FeaturizeConfig:
     """
 
     gradient: GradientKind = field(
-        default="sgd", metadata=_help("gradient type: sgd, adam (needs optimizer state) or sign")
+        default="sgd",
+        metadata=help_text("gradient type: sgd, adam (needs optimizer state) or sign"),
     )
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     adapter_seed: int = field(
-        default=0, metadata=_help("seed of a fresh LoRA's weights when no checkpoint is given")
+        default=0, metadata=help_text("seed of a fresh LoRA's weights when no checkpoint is given")
     )
-    batch_size: int = field(default=16, metadata=_help("examples per forward-backward pass"))
-    template: Template = field(default="auto", metadata=_help("how records become text"))
+    batch_size: int = field(default=16, metadata=help_text("examples per forward-backward pass"))
+    template: Template = field(default="auto", metadata=help_text("how records become text"))
     max_length: int | None = field(
-        default=512, metadata=_help("tokens per example; none: no truncation")
+        default=512, metadata=help_text("tokens per example; none: no truncation")
     )
-    truncation: Truncation = field(default="left", metadata=_help("which side is cut first"))
+    truncation: Truncation = field(default="left", metadata=help_text("which side is cut first"))
     on_invalid: Literal["error", "skip"] = field(
         default="error",
-        metadata=_help(
+        metadata=help_text(
             "an example with no response token or a non-finite gradient stops the run "
             "(error) or is stored as a zero row marked skipped (skip)"
         ),
     )
     backend: GradientBackend = field(
         default="auto",
-        metadata=_help("per-example gradients by layer hooks, torch.func, or auto"),
+        metadata=help_text("per-example gradients by layer hooks, torch.func, or auto"),
     )
     adam: AdamConstants = field(default_factory=AdamConstants)
 

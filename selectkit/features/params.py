@@ -24,15 +24,12 @@ from selectkit.compute.projectors import GEN_BLOCK, ProjectionConfig
 from selectkit.errors import ParamError
 from selectkit.models.loading import DType, ModelOptions
 from selectkit.models.lora import LoraSpec
+from selectkit.params import help_text
 from selectkit.resources import check_memory
 from selectkit.seeds import SEED_MAX
 from selectkit.train.warmup import WarmupConfig
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def checkpoint_folders(text: str) -> list[Path]:
@@ -47,7 +44,7 @@ class WarmupRuns(WarmupConfig):
     checkpoints of all of them are used (TRAK's ensemble of models). ``seed`` is not the
     selection's ``--seed``, so selecting again with another seed reuses the warmup."""
 
-    runs: int = field(default=1, metadata=_help("independent warmup runs (an ensemble)"))
+    runs: int = field(default=1, metadata=help_text("independent warmup runs (an ensemble)"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,22 +71,26 @@ class ModelParams:
 
     model: str = field(
         default="smollm2",
-        metadata=_help("model folder, hub name, or built-in name (smollm2, tiny-llama)"),
+        metadata=help_text("model folder, hub name, or built-in name (smollm2, tiny-llama)"),
     )
     checkpoints: str = field(
         default="",
-        metadata=_help(
+        metadata=help_text(
             "comma-separated warmup run or adapter checkpoint folders; empty: run (or reuse) "
             "a cached LoRA warmup on the pool"
         ),
     )
-    batch_size: int = field(default=16, metadata=_help("examples per forward (and backward) pass"))
-    max_length: int = field(default=512, metadata=_help("tokens per example (prompt cut first)"))
+    batch_size: int = field(
+        default=16, metadata=help_text("examples per forward (and backward) pass")
+    )
+    max_length: int = field(
+        default=512, metadata=help_text("tokens per example (prompt cut first)")
+    )
     device: str = field(
-        default=ModelOptions.device, metadata=_help("auto, cpu, cuda, cuda:N or mps")
+        default=ModelOptions.device, metadata=help_text("auto, cpu, cuda, cuda:N or mps")
     )
     model_dtype: DType = field(
-        default=ModelOptions.dtype, metadata=_help("dtype of the model's weights")
+        default=ModelOptions.dtype, metadata=help_text("dtype of the model's weights")
     )
     lora: LoraSpec = field(default_factory=LoraSpec)
     warmup: WarmupRuns = field(default_factory=WarmupRuns)
@@ -175,12 +176,12 @@ class RowParams(GradientParams):
 
     checkpoints_used: CheckpointsUsed = field(
         default="last",
-        metadata=_help(
+        metadata=help_text(
             "last: gradients at the last warmup checkpoint (the paper's current model); "
             "all: every checkpoint side by side, scaled by sqrt(learning rate)"
         ),
     )
-    memory_mb: int = field(default=256, metadata=_help("MiB of rows or similarities at once"))
+    memory_mb: int = field(default=256, metadata=help_text("MiB of rows or similarities at once"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

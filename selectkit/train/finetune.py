@@ -43,6 +43,7 @@ from selectkit.data.pool import Pool
 from selectkit.errors import ParamError, TrainingDiverged
 from selectkit.models.lora import LoraSpec, quiet_saving
 from selectkit.models.losses import response_losses
+from selectkit.params import help_text
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.common import (
@@ -81,10 +82,6 @@ SCHEDULERS = (
 )
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How to fine-tune on a selection.
@@ -102,29 +99,29 @@ class FinetuneConfig:
     - ``seed`` draws the adapter's initial weights, the data order and dropout.
     """
 
-    epochs: int = field(default=1, metadata=_help("passes over the records"))
+    epochs: int = field(default=1, metadata=help_text("passes over the records"))
     max_steps: int | None = field(
         default=None,
-        metadata=_help("exactly this many optimizer steps, cycling the records (over epochs)"),
+        metadata=help_text("exactly this many optimizer steps, cycling the records (over epochs)"),
     )
-    learning_rate: float = field(default=2e-4, metadata=_help("peak learning rate"))
-    lr_scheduler: str = field(default="linear", metadata=_help("schedule after the warmup"))
+    learning_rate: float = field(default=2e-4, metadata=help_text("peak learning rate"))
+    lr_scheduler: str = field(default="linear", metadata=help_text("schedule after the warmup"))
     warmup_ratio: float = field(
-        default=0.03, metadata=_help("share of the steps the learning rate ramps up over")
+        default=0.03, metadata=help_text("share of the steps the learning rate ramps up over")
     )
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    weight_decay: float = field(default=0.0, metadata=help_text("AdamW weight decay"))
     max_grad_norm: float | None = field(
-        default=1.0, metadata=_help("gradient norm clipping; none: no clipping")
+        default=1.0, metadata=help_text("gradient norm clipping; none: no clipping")
     )
-    batch_size: int = field(default=8, metadata=_help("examples per forward pass"))
-    gradient_accumulation: int = field(default=1, metadata=_help("passes per optimizer step"))
+    batch_size: int = field(default=8, metadata=help_text("examples per forward pass"))
+    gradient_accumulation: int = field(default=1, metadata=help_text("passes per optimizer step"))
     lora: LoraSpec = field(default_factory=LoraSpec)
     max_length: int | None = field(
-        default=512, metadata=_help("tokens per example (prompt cut first); none: no cut")
+        default=512, metadata=help_text("tokens per example (prompt cut first); none: no cut")
     )
-    template: Template = field(default="auto", metadata=_help("how records become text"))
+    template: Template = field(default="auto", metadata=help_text("how records become text"))
     seed: int = field(
-        default=0, metadata=_help("draws the adapter's initial weights, data order, dropout")
+        default=0, metadata=help_text("draws the adapter's initial weights, data order, dropout")
     )
 
     def __post_init__(self) -> None:

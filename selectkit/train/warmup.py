@@ -25,6 +25,7 @@ from selectkit.data.examples import Template, Tokenized
 from selectkit.data.pool import Pool
 from selectkit.errors import ParamError
 from selectkit.models.lora import LoraSpec, quiet_saving
+from selectkit.params import help_text
 from selectkit.provenance import jsonable, versions
 from selectkit.publish import Publication
 from selectkit.train.checkpoints import Checkpoint, find_checkpoints
@@ -46,10 +47,6 @@ MANIFEST_KIND = "selectkit.warmup"
 MANIFEST_VERSION = 1
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class WarmupConfig:
     """How to warm up; the adapter, the token limit and the template are the caller's (they
@@ -59,21 +56,23 @@ class WarmupConfig:
     per step.
     """
 
-    fraction: float = field(default=0.05, metadata=_help("seeded random share of the pool"))
-    epochs: int = field(default=4, metadata=_help("epochs, one checkpoint each"))
-    learning_rate: float = field(default=2e-5, metadata=_help("peak learning rate"))
+    fraction: float = field(default=0.05, metadata=help_text("seeded random share of the pool"))
+    epochs: int = field(default=4, metadata=help_text("epochs, one checkpoint each"))
+    learning_rate: float = field(default=2e-5, metadata=help_text("peak learning rate"))
     lr_scheduler: str = field(
-        default="linear", metadata=_help("a transformers scheduler name (linear, cosine, ...)")
+        default="linear", metadata=help_text("a transformers scheduler name (linear, cosine, ...)")
     )
     warmup_ratio: float = field(
-        default=0.03, metadata=_help("share of the steps the learning rate ramps up over")
+        default=0.03, metadata=help_text("share of the steps the learning rate ramps up over")
     )
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    batch_size: int = field(default=8, metadata=_help("examples per device and step"))
-    gradient_accumulation: int = field(default=1, metadata=_help("passes per optimizer step"))
+    weight_decay: float = field(default=0.0, metadata=help_text("AdamW weight decay"))
+    batch_size: int = field(default=8, metadata=help_text("examples per device and step"))
+    gradient_accumulation: int = field(default=1, metadata=help_text("passes per optimizer step"))
     seed: int = field(
         default=0,
-        metadata=_help("draws the subset, the adapter's initial weights, the data order, dropout"),
+        metadata=help_text(
+            "draws the subset, the adapter's initial weights, the data order, dropout"
+        ),
     )
 
     def __post_init__(self) -> None:
