@@ -4,9 +4,10 @@ process-wide host when it is not given one; everything below receives it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from selectkit.data import load
 from selectkit.data.formats import LoadOptions
 from selectkit.data.pool import Pool
 from selectkit.errors import BudgetError, ParamError, PluginError
+from selectkit.executors import Executor, ExecutorConfig, make_executor
 from selectkit.host import Host, get_host
 from selectkit.manifest import build_manifest, plugin_of
 from selectkit.methods import BUDGET_UNITS, Context, Method
@@ -49,6 +51,7 @@ def select(
     allow_empty: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     host: Host | None = None,
+    executor: Executor | ExecutorConfig | None = None,
 ) -> Selection:
     """Select records of ``pool`` with ``method`` under ``budget`` and ``constraints``.
 
@@ -58,7 +61,9 @@ def select(
     parameters are all checked before the method does any work. A selection of no records is
     an error (it is never what a training run wants) unless ``allow_empty``. ``cache_dir`` is
     the feature store's folder (default: ``SELECTKIT_CACHE_DIR`` or the user cache); ``host``
-    the plugin host (default: the process-wide one, built from the environment).
+    the plugin host (default: the process-wide one, built from the environment); ``executor``
+    where the method's heavy passes run (an :class:`Executor` kept by the caller, or an
+    :class:`ExecutorConfig` whose workers live for this call; default: this process).
     """
     host = host or get_host()
     store_root = _store_root(cache_dir)
@@ -88,18 +93,21 @@ def select(
     elif solver_params:
         raise ParamError("solver parameters were given without --solver NAME")
 
-    context = Context(
-        host=host,
-        store_root=store_root,
-        seed=seed,
-        n_jobs=n_jobs,
-        progress=progress,
-        budget_records=problem.limit if problem.unit != "tokens" else None,
-    )
     if not allow_empty and problem.unit == "tokens":
         _check_fits_one(problem, budget, pool.cost_unit)
     checked = time.perf_counter()
-    objective = method_obj.objective(pool, target, context)
+    device = getattr(method_obj.params, "device", "auto")
+    with running(executor, host, device) as runner:
+        context = Context(
+            host=host,
+            store_root=store_root,
+            seed=seed,
+            n_jobs=n_jobs,
+            progress=progress,
+            budget_records=problem.limit if problem.unit != "tokens" else None,
+            executor=runner,
+        )
+        objective = method_obj.objective(pool, target, context)
     _check_objective(method_obj, objective, len(pool), host)
     if objective.eligible is not None:
         why = f"method '{method_obj.name}'" + (
@@ -278,13 +286,57 @@ def evaluate_lds(
 
 
 def featurize(
-    pool: Pool, model: str | LoadedModel, *, host: Host | None = None, **options: Any
+    pool: Pool,
+    model: str | LoadedModel,
+    *,
+    host: Host | None = None,
+    executor: Executor | ExecutorConfig | None = None,
+    **options: Any,
 ) -> list[FeatureSet]:
     """Features of ``pool`` under each checkpoint (:func:`selectkit.features.featurize.featurize`,
-    whose keyword options these are), with the process-wide host unless given one."""
+    whose keyword options these are), with the process-wide host unless given one.
+    ``executor``: split the pass into one shard per worker (``model`` a spec the workers load;
+    ``shard`` and ``tokens`` are then the executor's to choose)."""
     from selectkit.features.featurize import featurize as extract
+    from selectkit.features.units import featurize_on
+    from selectkit.models.loading import ModelOptions
+    from selectkit.store import FeatureStore
 
-    return extract(pool, model, host=host or get_host(), **options)
+    host = host or get_host()
+    model_options = options.pop("model_options", None) or ModelOptions()
+    with running(executor, host, model_options.device) as runner:
+        if runner is None:
+            return extract(pool, model, host=host, model_options=model_options, **options)
+        if not isinstance(model, str):
+            raise ParamError(
+                "featurize on workers needs the model as a spec they can load (a name or "
+                "folder), not a model loaded in this process"
+            )
+        for mine in ("shard", "tokens"):
+            if options.pop(mine, None) is not None:
+                raise ParamError(f"featurize: {mine} is the executor's to choose; leave it out")
+        store = options.pop("store", None) or FeatureStore()
+        return featurize_on(runner, pool, model, model_options, store=store, **options)
+
+
+@contextlib.contextmanager
+def running(
+    executor: Executor | ExecutorConfig | None, host: Host, device: str = "auto"
+) -> Iterator[Executor | None]:
+    """The executor a call runs on: one given, kept open; one made from a config, closed when
+    the call ends; ``None`` (this process) for none or the in-process default."""
+    if isinstance(executor, ExecutorConfig):
+        if executor.executor == "inprocess":
+            yield None
+            return
+        with make_executor(executor, host, device=device) as made:
+            yield made
+        return
+    if executor is not None and not isinstance(executor, Executor):
+        raise ParamError(
+            f"executor must be an Executor or an ExecutorConfig, not {type(executor).__name__}"
+        )
+    yield None if executor is None or executor.in_process else executor
 
 
 def _store_root(cache_dir: str | os.PathLike[str] | None) -> Path | None:

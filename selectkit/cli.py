@@ -15,6 +15,8 @@ from selectkit.commands.options import (
     POSITIVE,
     SEED,
     cache_dir_option,
+    executor_from,
+    executor_options,
     input_paths,
     load_options,
     pool_options,
@@ -75,6 +77,7 @@ def cli(debug: bool) -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
 @cache_dir_option
+@executor_options
 @pool_options
 def select_command(**kw: Any) -> None:
     """Select a budgeted subset of a pool and write it, with its manifest, to --out.
@@ -135,6 +138,7 @@ def select_command(**kw: Any) -> None:
             allow_empty=kw["allow_empty"],
             cache_dir=kw["cache_dir"],
             host=host,
+            executor=executor_from(kw),
         )
         selection.manifest["command"] = ["selectkit", *sys.argv[1:]]
         selection.manifest["run"] = record_run(click.get_current_context(), kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_args
@@ -40,6 +41,17 @@ class Services(Protocol):
     def shared_model_if_loaded(self, spec: str, options: ModelOptions) -> LoadedModel | None: ...
 
 
+class Runner(Protocol):
+    """Where a run's heavy passes go as units of work (:class:`selectkit.executors.Executor`
+    is one: local processes or Ray actors). Declared here, like :class:`Services`, so the
+    method contract does not depend on the executors."""
+
+    @property
+    def workers(self) -> int: ...
+
+    def run(self, units: Sequence[Any], *, label: str, progress: bool) -> list[Any]: ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What a run gives every method besides its parameters.
@@ -53,7 +65,9 @@ class Context:
     for progress bars on long work. ``budget_records`` is the number of records a count or
     fraction budget selects (``None`` for a token budget), for methods whose work depends on
     it; a method that needs it declares ``budgets = ("items",)``, so it never sees ``None``
-    from :func:`selectkit.select`.
+    from :func:`selectkit.select`. ``executor`` runs the heavy passes (feature extraction,
+    token statistics) as units of work on other processes or a Ray cluster; ``None`` runs
+    them in this process.
     """
 
     host: Services
@@ -62,6 +76,7 @@ class Context:
     n_jobs: int = 0
     progress: bool = False
     budget_records: int | None = None
+    executor: Runner | None = None
 
 
 class Method(ABC):

@@ -67,6 +67,21 @@ def cache_dir_option(func: Any) -> Any:
     )(func)
 
 
+def executor_options(func: Any) -> Any:
+    """``--executor``, ``--workers``, ``--ray-address``: where the heavy passes run, from
+    :class:`~selectkit.executors.ExecutorConfig`."""
+    from selectkit.executors import ExecutorConfig
+
+    return settings_options(ExecutorConfig)(func)
+
+
+def executor_from(kw: dict[str, Any]) -> Any:
+    """The :class:`~selectkit.executors.ExecutorConfig` the parsed options describe."""
+    from selectkit.executors import ExecutorConfig
+
+    return settings_from(ExecutorConfig, kw)
+
+
 def input_paths(
     paths: dict[str, str | None], params: dict[str, str] | None = None
 ) -> dict[str, str | None]:

@@ -11,6 +11,8 @@ import click
 from selectkit.commands.options import (
     SEED,
     cache_dir_option,
+    executor_from,
+    executor_options,
     input_paths,
     load_options,
     model_load_options,
@@ -50,6 +52,7 @@ from selectkit.terminal import echo
     show_default=True,
     help="Train models m with m % n == i of i/n; run one process per shard.",
 )
+@executor_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @model_options
 @record_options
@@ -60,23 +63,44 @@ def retrain_command(**kw: Any) -> None:
     Model m trains on round(fraction * n) records drawn from the seed and m alone, so shards
     (--shard i/n, one process each), reruns and a killed run resumed all give the same files.
     Finished models are skipped; a model whose loss becomes NaN or infinite is recorded as
-    diverged. Score methods on the run with `selectkit lds`.
+    diverged. With --executor processes or ray, each model is a unit of work on its own
+    worker. Score methods on the run with `selectkit lds`.
     """
-    from selectkit.api import load_pool
+    from selectkit.api import load_pool, running
     from selectkit.features.featurize import parse_shard
     from selectkit.host import get_host
     from selectkit.publish import check_paths, check_writable
     from selectkit.retraining import retrain
+    from selectkit.retraining.units import retrain_on
 
     model = model_spec(kw)
     inputs = {"POOL": kw["pool_path"], "--target": kw["target_path"], "--model": model}
     check_paths(inputs=inputs, folders={"--out": kw["out_dir"]})
     shard = parse_shard(kw["shard"])
     config = settings_from(RetrainConfig, kw)
+    executor = executor_from(kw)
+    if shard != (0, 1) and executor.executor != "inprocess":
+        raise ParamError("give --shard or --executor, not both: the executor shares out the models")
     check_writable(kw["out_dir"], folder=True)
     pool = load_pool(kw["pool_path"], load_options(kw))
     target = load_pool(kw["target_path"], load_options(kw))
-    loaded = get_host().load_model(model, model_load_options(kw))
+    options = model_load_options(kw)
+    host = get_host()
+    with running(executor, host, options.device) as runner:
+        if runner is not None:
+            runs = retrain_on(
+                runner,
+                pool,
+                target,
+                model,
+                options,
+                kw["out_dir"],
+                config,
+                progress=not kw["quiet"],
+            )
+            echo(runs.summary())
+            return
+    loaded = host.load_model(model, options)
     runs = retrain(
         pool,
         target,

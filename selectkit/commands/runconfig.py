@@ -30,7 +30,16 @@ else:  # the same parser, before it joined the standard library
     import tomli as tomllib
 
 #: Options that say where a run writes or how it reports, never part of what it computes.
-NOT_RECORDED = ("config", "out", "scores_out", "quiet", "jobs")
+NOT_RECORDED = (
+    "config",
+    "out",
+    "scores_out",
+    "quiet",
+    "jobs",
+    "executor",
+    "workers",
+    "ray_address",
+)
 #: Options read as ``key=value`` assignments, written as tables in a run file.
 TABLES = ("param", "solver_param")
 #: Options naming files or folders, resolved against the run file's folder.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def retrain(
     config: RetrainConfig = RetrainConfig(),
     *,
     shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
 ) -> RetrainRuns:
     """Train this process's share of ``config.models`` models on random subsets of ``pool``,
     record each one's loss on every ``target`` example in ``out_dir``, and return the whole
@@ -188,6 +189,8 @@ def retrain(
     model's lock) is left to it. A model whose training loss becomes non-finite is recorded as
     diverged and the others go on. ``out_dir`` must be new, empty or hold this same run
     (same pool and target content, fraction, models, seeds, fine-tuning and model).
+    ``progress``: a bar of the shard's models, or a callable told how many of them are done
+    (:mod:`selectkit.retraining.units` runs each model as a unit of work on an executor).
 
     Everything is checked, and pool and target tokenized once, before any model trains.
     """
@@ -221,14 +224,15 @@ def _train_models(
     pad_id: int,
     config: RetrainConfig,
     shard: tuple[int, int],
-    progress: bool,
+    progress: bool | Callable[[int], None],
 ) -> None:
     from tqdm.auto import tqdm
 
     mine = range(shard[0], config.models, shard[1])
     counts = {"done": 0, "diverged": 0, "skipped": 0}
     label = "retrain" if shard == (0, 1) else f"retrain {shard[0]}/{shard[1]}"
-    with tqdm(total=len(mine), desc=label, unit="model", disable=not progress) as bar:
+    report = progress if callable(progress) else None
+    with tqdm(total=len(mine), desc=label, unit="model", disable=progress is not True) as bar:
         for index in mine:
             with model_lock(out, index) as held:
                 if not held or is_finished(out, index):
@@ -244,3 +248,5 @@ def _train_models(
                     counts[record["status"]] += 1
             bar.update(1)
             bar.set_postfix(counts)
+            if report:
+                report(bar.n)

@@ -171,7 +171,7 @@ class FeatureStore:
         *,
         meta: Mapping[str, Any] | None = None,
         shard: tuple[int, int] = (0, 1),
-        progress: bool = False,
+        progress: bool | Callable[[int], None] = False,
     ) -> FeatureSet:
         """The entry for ``key`` with every block of ``shard`` stored: the store's one write
         operation, and the unit a distributed run schedules (any number of processes, any
@@ -182,19 +182,32 @@ class FeatureStore:
         writer of the same shard is refused), ``compute(layout, block)`` gives each pending
         block's ``(rows, status, columns)``, each block is written as it comes (a killed run
         resumes from the next one), the shard's time is recorded and the entry finalized.
+
+        ``progress``: a bar of the shard's blocks, or a callable told how many of the shard's
+        rows are done (those found done at once, then each block's as it is written), for one
+        bar over many shards and processes.
         """
         from tqdm.auto import tqdm
 
         features = self.open(key, layout, meta=meta, keep_block_rows=True)
-        if features.complete:
-            return features  # only read: no claim, no lock, no write access needed
         layout = features.layout
+        report = progress if callable(progress) else None
+        if features.complete:
+            if report:
+                report(shard_row_count(layout, shard))
+            return features  # only read: no claim, no lock, no write access needed
         with features.claim(shard):
             pending = features.pending_blocks(shard)
+            if report:
+                waiting = sum(len(layout.block_rows_of(block)) for block in pending)
+                report(shard_row_count(layout, shard) - waiting)
             started = time.perf_counter()
             label = f"features {features.id[:12]} shard {shard[0]}/{shard[1]}"
-            for block in tqdm(pending, desc=label, unit="block", disable=not progress):
+            bar = progress is True
+            for block in tqdm(pending, desc=label, unit="block", disable=not bar):
                 features.write_block(block, *compute(layout, block))
+                if report:
+                    report(len(layout.block_rows_of(block)))
             if pending:
                 elapsed = round(time.perf_counter() - started, 3)
                 features.update_meta({f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed})
@@ -433,3 +446,10 @@ class FeatureStore:
         finally:
             locks.release(fd)
         return ident
+
+
+def shard_row_count(layout: Layout, shard: tuple[int, int]) -> int:
+    """How many rows the blocks of ``shard`` (``b % n == i``) hold."""
+    index, count = check_shard(shard)
+    blocks = range(index, layout.num_blocks, count)
+    return sum(len(layout.block_rows_of(block)) for block in blocks)

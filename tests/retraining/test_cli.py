@@ -114,6 +114,18 @@ def test_retrain_command_refuses_bad_shards(files, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_retrain_on_worker_processes_gives_the_bytes_of_one_run(files, base, tmp_path):
+    args = [str(files["pool"]), "--target", str(files["target"]), "--out", str(tmp_path / "w")]
+    workers = ["--executor", "processes", "--workers", "2"]
+    result = CliRunner().invoke(cli, ["retrain", *args, *RETRAIN, *workers])
+    assert result.exit_code == 0, result.output
+    assert "6 models: 6 done, 0 diverged, 0 pending" in result.output
+    assert outcome_bytes(tmp_path / "w", 6) == outcome_bytes(base.path, 6)
+
+    both = CliRunner().invoke(cli, ["retrain", *args, *RETRAIN, *workers, "--shard", "0/2"])
+    assert both.exit_code == 2 and "give --shard or --executor, not both" in both.output
+
+
 @dataclass(frozen=True)
 class _Projection:
     dim: int = 0

@@ -1,0 +1,135 @@
+"""Extraction passes as units of work: shard ``i`` of ``n`` of every entry a pass fills.
+
+The driver (:func:`featurize_on`) never loads the model: each worker loads it once (its host's
+shared model), tokenizes the pool once, and fills its shard of every checkpoint's entry through
+:meth:`~selectkit.store.FeatureStore.fill`. The first worker to arrive creates an entry, the
+last to finish a shard finalizes it, and the bytes are those of a single-process run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selectkit.errors import ParamError, StoreError
+from selectkit.executors import Executor, Report, Worker, counting
+from selectkit.features.featurize import DEFAULT_LORA, FeaturizeConfig, featurize, tokenize_pool
+from selectkit.models.lora import LoraSpec
+from selectkit.store import FeatureSet, FeatureStore
+
+if TYPE_CHECKING:
+    from selectkit.data.examples import Tokenized
+    from selectkit.data.pool import Pool
+    from selectkit.models.loading import LoadedModel, ModelOptions
+
+
+@dataclass(frozen=True)
+class FeaturizeShard:
+    """Shard ``shard`` of the entries :func:`~selectkit.features.featurize.featurize` fills
+    for these arguments; returns the entries' ids."""
+
+    pool: Pool
+    model: str
+    model_options: ModelOptions
+    checkpoints: tuple[str, ...]
+    lora: LoraSpec | None
+    param_names: tuple[str, ...] | None
+    config: FeaturizeConfig
+    store_root: str
+    file_bytes: int
+    shard: tuple[int, int]
+    size: int
+
+    @property
+    def label(self) -> str:
+        return f"featurize shard {self.shard[0]}/{self.shard[1]}"
+
+    def run(self, worker: Worker, report: Report) -> list[str]:
+        loaded = worker.host.shared_model(self.model, self.model_options)
+        entries = featurize(
+            self.pool,
+            loaded,
+            tokens=_tokens(worker, self.pool, loaded, self.config),
+            checkpoints=self.checkpoints,
+            lora=self.lora,
+            param_names=list(self.param_names) if self.param_names is not None else None,
+            config=self.config,
+            store=FeatureStore(self.store_root, file_bytes=self.file_bytes),
+            shard=self.shard,
+            progress=counting(report),
+            host=worker.host,
+        )
+        return [entry.id for entry in entries]
+
+
+def _tokens(
+    worker: Worker, pool: Pool, loaded: LoadedModel, config: FeaturizeConfig
+) -> list[Tokenized | None]:
+    """``pool`` tokenized once per worker for every shard and checkpoint it fills."""
+    shape = (config.template, config.max_length, config.truncation, config.on_invalid)
+    key = ("tokens", pool.content_fingerprint, loaded.spec, shape)
+    if key not in worker.memo:
+        worker.memo[key] = tokenize_pool(pool, loaded.tokenizer, config)
+    return worker.memo[key]
+
+
+def featurize_on(
+    executor: Executor,
+    pool: Pool,
+    model: str,
+    model_options: ModelOptions,
+    *,
+    checkpoints: Sequence[str | Path] = (),
+    lora: LoraSpec | None = DEFAULT_LORA,
+    param_names: Sequence[str] | None = None,
+    config: FeaturizeConfig | None = None,
+    store: FeatureStore,
+    progress: bool = True,
+) -> list[FeatureSet]:
+    """:func:`~selectkit.features.featurize.featurize` split into one shard per worker of
+    ``executor`` (which must not be in-process: there, call ``featurize`` with the loaded
+    model); the entries, complete, as the store holds them."""
+    from selectkit.train.checkpoints import find_checkpoints
+
+    config = config or FeaturizeConfig()
+    if len(pool) == 0:
+        raise ParamError("the pool is empty: there is nothing to featurize")
+    folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
+    count = executor.workers
+    units = [
+        FeaturizeShard(
+            pool=pool,
+            model=model,
+            model_options=model_options,
+            checkpoints=folders,
+            lora=lora,
+            param_names=tuple(param_names) if param_names is not None else None,
+            config=config,
+            store_root=str(store.root.resolve()),
+            file_bytes=store.file_bytes,
+            shard=(index, count),
+            size=_shard_size(len(pool), config.batch_size, index, count) * max(1, len(folders)),
+        )
+        for index in range(count)
+    ]
+    results: list[Any] = executor.run(units, label="featurize", progress=progress)
+    ids = results[0]
+    entries = []
+    for ident in ids:
+        entry = FeatureSet(store.root / ident)
+        if any(result != ids for result in results) or not entry.complete:
+            raise StoreError(
+                f"the workers' shards of feature set {ident[:12]} did not complete it; run the "
+                "same command again to fill what is missing"
+            )
+        entries.append(entry)
+    return entries
+
+
+def _shard_size(rows: int, block_rows: int, index: int, count: int) -> int:
+    """Rows in the blocks ``b % count == index`` of ``rows`` rows in blocks of ``block_rows``
+    (the progress bar's share; an entry made earlier with another block size is close)."""
+    blocks = -(-rows // block_rows)
+    return sum(min(block_rows, rows - b * block_rows) for b in range(index, blocks, count))
