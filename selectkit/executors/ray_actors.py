@@ -82,8 +82,9 @@ def _ray() -> Any:
 class RayExecutor(Executor):
     """``workers`` actors on the Ray cluster at ``address`` (``None``: the cluster this process
     is already connected to, or a local one started now and stopped by :meth:`close`). Each
-    actor takes a GPU when ``gpu`` (``None``: when the cluster has any). 0 workers: one per
-    GPU, or one per CPU of the cluster. Each actor runs torch on ``threads`` threads (0: as many
+    actor takes a GPU when ``gpu`` (``None``: when the cluster has any), or an equal share of
+    one when there are more workers than GPUs. 0 workers: one per GPU, or one per CPU of the
+    cluster. Each actor runs torch on ``threads`` threads (0: as many
     as this process uses, for the bytes of a run here); Ray schedules it as one CPU."""
 
     def __init__(
@@ -119,9 +120,13 @@ class RayExecutor(Executor):
                 "the model is on a GPU but the Ray cluster has none; run on a cluster with GPUs "
                 "or give device=cpu"
             )
-        per_worker = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
         available = int(resources.get("GPU" if gpu else "CPU", 1))
         self._count = workers or max(1, available)
+        # A CPU (and a GPU) each, or an equal share when there are more workers than devices:
+        # an actor asking for more than the cluster has would wait for ever.
+        per_worker = {"num_cpus": min(1.0, resources.get("CPU", 1) / self._count)}
+        if gpu:
+            per_worker["num_gpus"] = min(1.0, resources["GPU"] / self._count)
         env = worker_environment({k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)})
         actor = ray.remote(RayWorker).options(
             **per_worker,
