@@ -26,7 +26,8 @@ Pool and targets are feature-store entries (``FeatureSet``), written block by bl
 in chunks by ``FeatureSet.read``. Reports and always exits 0.
 
 Run: ``python benchmarks/bench_scoring.py [--rows 65536] [--dim 8192] [--targets 1024]
-[--cap-mib 256]``.
+[--cap-mib 256] [--device cpu|cuda]`` (on a GPU, figures 1, 2 and 4 run there; figure 3, peak
+host memory, stays on the CPU).
 """
 
 from __future__ import annotations
@@ -88,16 +89,24 @@ def write_features(root: Path, name: str, rows: int, dim: int, seed: int) -> Non
     features.finalize()
 
 
-def peak_gflops(rows: int, dim: int, targets: int, repeats: int) -> float:
-    """Best float32 ``torch.mm`` GFLOP/s of ``(rows x dim) @ (dim x targets)``."""
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so a timer measures it (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_gflops(rows: int, dim: int, targets: int, repeats: int, device: str = "cpu") -> float:
+    """Best float32 ``torch.mm`` GFLOP/s of ``(rows x dim) @ (dim x targets)`` on ``device``."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(rows, dim, generator=gen)
-    b = torch.randn(targets, dim, generator=gen)
+    a = torch.randn(rows, dim, generator=gen).to(device)
+    b = torch.randn(targets, dim, generator=gen).to(device)
     torch.mm(a, b.T)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.mm(a, b.T)
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * rows * dim * targets / best / 1e9
 
@@ -185,6 +194,7 @@ def main() -> None:
     parser.add_argument("--peak-rows", type=int, default=4096, help="rows of the peak GEMM")
     parser.add_argument("--repeats", type=int, default=3, help="scoring runs (best is kept)")
     parser.add_argument("--peak-repeats", type=int, default=5, help="peak GEMMs, twice")
+    parser.add_argument("--device", default="cpu", help="where scoring runs (cpu, cuda)")
     parser.add_argument("--child", nargs=2, metavar=("STORE", "CAP"), help="internal")
     args = parser.parse_args()
     if args.child:
@@ -196,7 +206,7 @@ def main() -> None:
     pool_bytes = n * d * 2
     print(
         f"pool {n:,} x {d:,} float16 ({pool_bytes / 2**30:.2f} GiB), {m:,} targets, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, on {args.device}"
     )
     with tempfile.TemporaryDirectory(prefix="bench_scoring_") as tmp:
         root = Path(tmp)
@@ -205,14 +215,16 @@ def main() -> None:
         write_features(root, "targets", m, d, seed=2)
         print(f"wrote the features in {time.perf_counter() - started:.1f} s")
 
-        before = peak_gflops(args.peak_rows, d, m, args.peak_repeats)
+        before = peak_gflops(args.peak_rows, d, m, args.peak_repeats, args.device)
         pool = feature_source(root, "pool")
         best = float("inf")
         for _ in range(args.repeats):
             started = time.perf_counter()
-            scores = score_pool([pool], [feature_source(root, "targets")], aggregate="max")
+            scores = score_pool(
+                [pool], [feature_source(root, "targets")], aggregate="max", device=args.device
+            )
             best = min(best, time.perf_counter() - started)
-        after = peak_gflops(args.peak_rows, d, m, args.peak_repeats)
+        after = peak_gflops(args.peak_rows, d, m, args.peak_repeats, args.device)
         peak = max(before, after)
         reading = read_seconds(feature_source(root, "pool"), pool.largest_read)
         print(
@@ -239,7 +251,9 @@ def main() -> None:
         for _ in range(args.repeats):
             started = time.perf_counter()
             pool_rows = [feature_source(root, "pool")]
-            score_pool(pool_rows, [feature_source(root, "targets")], aggregate="mean")
+            score_pool(
+                pool_rows, [feature_source(root, "targets")], aggregate="mean", device=args.device
+            )
             folded = min(folded, time.perf_counter() - started)
         spent = checksum_seconds(feature_source(root, "pool"), pool.largest_read)
         gib = pool_bytes / 2**30
