@@ -8,6 +8,8 @@ import click
 
 from selectkit.commands.options import (
     cache_dir_option,
+    executor_from,
+    executor_options,
     load_options,
     model_load_options,
     model_options,
@@ -44,6 +46,7 @@ from selectkit.models.lora import LoraSpec
 @settings_options(FeaturizeConfig)
 @settings_options(LoraSpec, prefix="lora.")
 @cache_dir_option
+@executor_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @model_options
 @record_options
@@ -51,11 +54,14 @@ def featurize_command(**kw: Any) -> None:
     """Extract per-example gradient features of POOL into the feature store.
 
     One store entry per checkpoint; rerunning reuses finished entries and resumes unfinished
-    ones. Prints each entry's id for `selectkit cache info`.
+    ones. Prints each entry's id for `selectkit cache info`. With --executor processes or ray,
+    each worker fills one shard of every entry.
     """
+    from selectkit.api import featurize
     from selectkit.cachedirs import default_root
     from selectkit.data.load import load_pool
-    from selectkit.features.featurize import featurize, parse_shard
+    from selectkit.errors import ParamError
+    from selectkit.features.featurize import parse_shard
     from selectkit.host import get_host
     from selectkit.publish import check_paths
     from selectkit.store import FeatureStore
@@ -65,6 +71,10 @@ def featurize_command(**kw: Any) -> None:
     check_paths(inputs=inputs, folders={"--cache-dir": kw["cache_dir"] or default_root()})
     shard = parse_shard(kw["shard"])
     config = settings_from(FeaturizeConfig, kw)
+    executor = executor_from(kw)
+    spread = executor.executor != "inprocess"
+    if shard != (0, 1) and spread:
+        raise ParamError("give --shard or --executor, not both: the executor shares out the shards")
     host = get_host()
     pool = load_pool(kw["pool_path"], load_options(kw), host=host)
     names = kw["param_names"].split(",") if kw["param_names"] else None
@@ -76,10 +86,11 @@ def featurize_command(**kw: Any) -> None:
         param_names=names,
         config=config,
         store=FeatureStore(kw["cache_dir"]),
-        shard=shard,
         model_options=model_load_options(kw),
         progress=not kw["quiet"],
         host=host,
+        executor=executor,
+        **({} if spread else {"shard": shard}),
     )
     for entry in entries:
         info = entry.info()

@@ -30,16 +30,10 @@ else:  # the same parser, before it joined the standard library
     import tomli as tomllib
 
 #: Options that say where a run writes or how it reports, never part of what it computes.
-NOT_RECORDED = (
-    "config",
-    "out",
-    "scores_out",
-    "quiet",
-    "jobs",
-    "executor",
-    "workers",
-    "ray_address",
-)
+NOT_RECORDED = ("config", "out", "scores_out", "quiet", "jobs")
+#: Options that say where the work runs: a run file may set them, but a manifest does not
+#: record them, so repeating a run elsewhere never reaches for this machine's cluster.
+WHERE_IT_RAN = ("executor", "workers", "threads", "ray_address")
 #: Options read as ``key=value`` assignments, written as tables in a run file.
 TABLES = ("param", "solver_param")
 #: Options naming files or folders, resolved against the run file's folder.
@@ -154,7 +148,8 @@ def record_run(ctx: click.Context, kw: Mapping[str, Any]) -> dict[str, Any]:
     run: dict[str, Any] = {}
     for option in ctx.command.params:
         name = option.name
-        if not isinstance(option, click.Option) or name in NOT_RECORDED or name not in kw:
+        skipped = name in NOT_RECORDED or name in WHERE_IT_RAN
+        if not isinstance(option, click.Option) or skipped or name not in kw:
             continue
         value = kw[name]
         if name in TABLES:

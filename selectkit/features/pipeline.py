@@ -33,6 +33,7 @@ from selectkit.features.params import (
     ModelParams,
     checkpoint_folders,
 )
+from selectkit.features.units import featurize_on
 from selectkit.resources import check_memory
 from selectkit.rows import RowSource, combine_checkpoints
 from selectkit.store import FeatureSet, FeatureStore
@@ -271,6 +272,18 @@ class GradientPipeline(ModelPipeline):
             batch_size=p.batch_size,
             max_length=p.max_length,
         )
+        if self.context.executor is not None:  # each worker loads the model and fills a shard
+            return featurize_on(
+                self.context.executor,
+                pool,
+                p.model,
+                self._model_options(),
+                checkpoints=checkpoints,
+                lora=p.lora,
+                config=config,
+                store=self.store,
+                progress=self.context.progress,
+            )
         return featurize(
             pool,
             self.loaded,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selectkit.errors import ParamError, StoreError
-from selectkit.executors import Executor, Report, Worker, counting
+from selectkit.executors import Report, Worker, counting
 from selectkit.features.featurize import DEFAULT_LORA, FeaturizeConfig, featurize, tokenize_pool
 from selectkit.models.lora import LoraSpec
 from selectkit.store import FeatureSet, FeatureStore
@@ -22,6 +22,7 @@ from selectkit.store import FeatureSet, FeatureStore
 if TYPE_CHECKING:
     from selectkit.data.examples import Tokenized
     from selectkit.data.pool import Pool
+    from selectkit.methods import Runner
     from selectkit.models.loading import LoadedModel, ModelOptions
 
 
@@ -76,7 +77,7 @@ def _tokens(
 
 
 def featurize_on(
-    executor: Executor,
+    executor: Runner,
     pool: Pool,
     model: str,
     model_options: ModelOptions,
@@ -114,7 +115,7 @@ def featurize_on(
         )
         for index in range(count)
     ]
-    results: list[Any] = executor.run(units, label="featurize", progress=progress)
+    results: list[Any] = executor.run(units, label="featurize rows", progress=progress)
     ids = results[0]
     entries = []
     for ident in ids:

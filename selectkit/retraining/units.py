@@ -70,5 +70,5 @@ def retrain_on(
         RetrainModel(pool, target, model, model_options, folder, config, index)
         for index in range(config.models)
     ]
-    executor.run(units, label="retrain", progress=progress)
+    executor.run(units, label="retrain models", progress=progress)
     return load_runs(folder)

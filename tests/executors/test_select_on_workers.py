@@ -1,0 +1,41 @@
+"""A gradient method inside `select` extracts its features on worker processes when the run
+file asks for an executor, and selects exactly what it selects in one process."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from selectkit.cli import cli
+
+
+def test_tracin_on_workers_from_a_run_file_selects_the_same(
+    targeted, gradient_params, tmp_path, store_root
+):
+    pool, target = targeted
+    files = {}
+    for name, records in (("pool", pool), ("target", target)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r.raw) + "\n" for r in records))
+    params = "\n".join(f"{key!r} = {value!r}".replace("'", '"') for key, value in
+                       gradient_params.items())  # fmt: skip
+    run = tmp_path / "run.toml"
+    run.write_text(
+        f'method = "tracin"\npool = "{files["pool"]}"\ntarget = "{files["target"]}"\n'
+        f'budget = "5%"\ngroup-by = "family"\n[param]\n{params}\n'
+    )
+    outputs = {}
+    for executor in ("inprocess", "processes"):
+        out = tmp_path / f"{executor}.jsonl"
+        run_file = tmp_path / f"{executor}.toml"
+        extra = 'executor = "processes"\nworkers = 2\n' if executor == "processes" else ""
+        run_file.write_text(extra + run.read_text())
+        args = ["select", "--config", str(run_file), "--out", str(out), "--cache-dir",
+                str(tmp_path / executor / "features"), "-q"]  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        outputs[executor] = out.read_text()
+        manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+        assert "executor" not in manifest["run"]  # where it ran is not what it computed
+    assert outputs["processes"] == outputs["inprocess"]
