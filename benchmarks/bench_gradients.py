@@ -14,22 +14,34 @@ Measured in one run, as ratios (this machine is noisy):
 - the floor: a plain batched forward+backward of the same batches with no per-example work;
   target: selectkit <= 2x the floor's time;
 - fidelity: Spearman of pairwise cosines of the stored (projected) rows against the exact
-  per-example gradients; target >= 0.95 at 8192 dims.
+  per-example gradients; target >= 0.95 at 8192 dims;
+- logits only at response positions: the same extraction with the model's full logits (the
+  path before it, forced by hiding ``logits_to_keep``), timed in the same alternation; and the
+  peak memory of extracting one block of ``--batch-size`` examples of ``--memory-length``
+  tokens both ways, each in a fresh process (RSS high-water mark on the CPU, the CUDA
+  allocator's peak on a GPU); target: kept <= half of full.
 
 Run: ``python benchmarks/bench_gradients.py [--examples 128] [--reference-examples 32]
-[--smollm2]``. Reports figures beside targets with PASS or MISS; always exits 0.
+[--smollm2] [--device cpu|cuda] [--dtype float32|bfloat16] [--memory-length 256]``. Reports
+figures beside targets with PASS or MISS; always exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import peak_memory
 import torch
 
 from selectkit.api import load_model
@@ -41,12 +53,13 @@ from selectkit.features.featurize import FeaturizeConfig, Featurizer, block_orde
 from selectkit.host import get_host
 from selectkit.models.loading import ModelOptions
 from selectkit.models.lora import LoraSpec, attach_lora
-from selectkit.models.losses import response_losses
+from selectkit.models.losses import next_token_losses, response_logits, response_losses
 from selectkit.store import FeatureStore
 
 SPEEDUP_TARGET = 20.0
 FLOOR_TARGET = 2.0
 FIDELITY_TARGET = 0.95
+MEMORY_TARGET = 0.5
 DIM = 8192
 
 
@@ -54,16 +67,32 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def long_records(n: int, seed: int) -> Pool:
-    """Generated instruction records, four joined per example so each fills 128 tokens."""
+def long_records(n: int, seed: int, repeats: int = 3) -> Pool:
+    """Generated instruction records, four joined per example, the responses ``repeats`` times
+    over, so each fills 128 tokens (256 with ``repeats=8``)."""
     rows = make_records(-(-4 * n // 10), seed=seed)
     records = []
     for i in range(n):
         group = rows[4 * i : 4 * i + 4]
         prompt = " ".join(f"{r['instruction']} {r['input']}" for r in group)
-        response = " ".join(r["output"] for r in group) * 3
+        response = " ".join(r["output"] for r in group) * repeats
         records.append(Record(id=str(i), prompt=prompt, response=response))
     return Pool(records)
+
+
+@contextlib.contextmanager
+def full_logits() -> Iterator[None]:
+    """The extraction as it was before logits were kept only at response positions: every
+    model is treated as one without ``logits_to_keep``."""
+    import selectkit.compute.gradients as gradients
+    import selectkit.models.losses as losses
+
+    saved = losses.takes_logits_to_keep
+    losses.takes_logits_to_keep = gradients.takes_logits_to_keep = lambda model: False
+    try:
+        yield
+    finally:
+        losses.takes_logits_to_keep = gradients.takes_logits_to_keep = saved
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,13 +117,16 @@ def batches(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig):
 
 
 def floor_seconds(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig) -> float:
-    """A plain batched forward+backward (mean loss) over the same batches."""
+    """A plain batched forward+backward (mean loss, logits at response positions) over the
+    same batches."""
     model = featurizer.loaded.model
     params = [p for p in model.parameters() if p.requires_grad]
     started = time.perf_counter()
     for batch in batches(featurizer, pool, config):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = response_losses(logits, batch["labels"]).mean()
+        logits, next_labels = response_logits(
+            model, batch["input_ids"], batch["labels"], attention_mask=batch["attention_mask"]
+        )
+        loss = next_token_losses(logits, next_labels).mean()
         torch.autograd.grad(loss, params)
     return time.perf_counter() - started
 
@@ -140,6 +172,72 @@ def exact_gradients(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig)
     return torch.stack(rows).double().numpy()
 
 
+def prepared(args: argparse.Namespace) -> tuple[str, LoraSpec, object]:
+    """The benchmark's model with a LoRA adapter whose B is not zero (a trained adapter's is
+    not; a fresh one would zero A's gradients)."""
+    if args.smollm2:
+        spec, lora = "smollm2", LoraSpec(r=8)
+    else:
+        spec = "tiny-llama:layers=4,hidden=256,intermediate=1024"
+        lora = LoraSpec(r=8, target_modules="all-linear")
+    loaded = load_model(spec, ModelOptions(device=args.device, dtype=args.dtype))
+    loaded = dataclasses.replace(loaded, model=attach_lora(loaded.model, lora, seed=0))
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if "lora_B" in name:
+                noise = torch.empty(param.shape).normal_(
+                    0, 0.02, generator=torch.Generator().manual_seed(0)
+                )
+                param.copy_(noise)
+    return spec, lora, loaded
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """In a fresh process: the peak memory of extracting one block, printed as JSON."""
+    _, _, loaded = prepared(args)
+    config = FeaturizeConfig(
+        projection=ProjectionConfig(dim=DIM), batch_size=args.batch_size,
+        max_length=args.memory_length,
+    )  # fmt: skip
+    pool = long_records(args.batch_size, seed=1, repeats=8)
+    warm = Pool(list(long_records(2, seed=2)))
+    with tempfile.TemporaryDirectory() as root:
+        mode = full_logits() if args.memory_child == "full" else contextlib.nullcontext()
+        with mode:
+            Featurizer(loaded, config, store=FeatureStore(Path(root) / "w"), host=get_host()).run(
+                warm, progress=False
+            )  # allocator and BLAS start-up are not the block's memory
+            cuda = args.device.startswith("cuda")
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            baseline = peak_memory.start()
+            featurizer = Featurizer(loaded, config, store=FeatureStore(root), host=get_host())
+            featurizer.run(pool, progress=False)
+            grown = (
+                torch.cuda.max_memory_allocated() - before if cuda else peak_memory.growth(baseline)
+            )
+    tokens = tokenize_pool(pool, loaded.tokenizer, config)
+    print(json.dumps({"bytes": grown, "tokens": max(len(t.input_ids) for t in tokens)}))
+
+
+def memory_figure(args: argparse.Namespace) -> None:
+    """Peak memory of one block with logits kept at response positions, against full logits."""
+    found = {}
+    for mode in ("kept", "full"):
+        command = [sys.executable, __file__, *sys.argv[1:], "--memory-child", mode]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        found[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    kept, full = found["kept"]["bytes"], found["full"]["bytes"]
+    ratio = kept / full
+    where = "CUDA allocator peak" if args.device.startswith("cuda") else "RSS high-water mark"
+    print(
+        f"peak memory, one block  {kept / 2**30:6.2f} GB kept vs {full / 2**30:.2f} GB full logits "
+        f"({args.batch_size} x {found['kept']['tokens']} tokens, {where}): {ratio:.2f}x   "
+        f"target <= {MEMORY_TARGET:g}x  {verdict(ratio <= MEMORY_TARGET)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=128)
@@ -151,22 +249,22 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--memory-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smollm2", action="store_true", help="Use SmolLM2-135M-Instruct.")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
+    parser.add_argument("--projector", default="sjlt", help="our projection kind")
+    parser.add_argument("--memory-child", choices=["kept", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.smollm2:
-        spec, lora = "smollm2", LoraSpec(r=8)
-    else:
-        spec = "tiny-llama:layers=4,hidden=256,intermediate=1024"
-        lora = LoraSpec(r=8, target_modules="all-linear")
-    loaded = load_model(spec, ModelOptions(device="cpu"))
-    loaded = dataclasses.replace(loaded, model=attach_lora(loaded.model, lora, seed=0))
-    with torch.no_grad():  # a trained adapter has B != 0; a fresh one would zero A's gradients
-        for name, param in loaded.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    if args.memory_child:
+        memory_child(args)
+        return
+    spec, lora, loaded = prepared(args)
     config = FeaturizeConfig(
-        projection=ProjectionConfig(dim=DIM), batch_size=args.batch_size, max_length=args.max_length
+        projection=ProjectionConfig(kind=args.projector, dim=DIM),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
     )
     pool = long_records(args.examples, seed=0)
     small = Pool(list(pool)[: args.reference_examples])
@@ -175,25 +273,35 @@ def main() -> None:
         tokens = tokenize_pool(pool, loaded.tokenizer, config)
         mean_len = np.mean([len(t.input_ids) for t in tokens])
         print(
-            f"model {spec}, LoRA r={lora.r} on {lora.target_modules}, gradient dim "
-            f"{featurizer.grads.dim:,}, {args.examples} examples of {mean_len:.0f} tokens, "
-            f"batch {args.batch_size}, d={DIM}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; median of {args.repeats} alternating runs"
+            f"model {spec} ({args.dtype} on {args.device}), LoRA r={lora.r} on "
+            f"{lora.target_modules}, gradient dim {featurizer.grads.dim:,}, {args.examples} "
+            f"examples of {mean_len:.0f} tokens, batch {args.batch_size}, d={DIM} "
+            f"({args.projector}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"median of {args.repeats} alternating runs"
         )
         floor_seconds(featurizer, small, config)  # warm-up
-        ours_runs, floor_runs = [], []
+        ours_runs, full_runs, floor_runs = [], [], []
         for rep in range(args.repeats):
-            store = FeatureStore(Path(root) / f"run-{rep}")
-            fresh = Featurizer(loaded, config, store=store, host=get_host())
-            started = time.perf_counter()
-            features = fresh.run(pool, progress=False)
-            ours_runs.append(time.perf_counter() - started)
+            for runs, mode in ((ours_runs, contextlib.nullcontext()), (full_runs, full_logits())):
+                store = FeatureStore(Path(root) / f"run-{rep}-{len(runs)}-{id(runs)}")
+                with mode:
+                    fresh = Featurizer(loaded, config, store=store, host=get_host())
+                    started = time.perf_counter()
+                    (entry,) = fresh.run(pool, progress=False)
+                    runs.append(time.perf_counter() - started)
+                if runs is ours_runs:
+                    features = entry
             floor_runs.append(floor_seconds(featurizer, pool, config))
         ours, floor = statistics.median(ours_runs), statistics.median(floor_runs)
+        full = statistics.median(full_runs)
         reference, projecting = reference_seconds(featurizer, small, config)
         ours_rate = args.examples / ours
         ref_rate = len(small) / reference
         print(f"selectkit extraction   {ours:8.2f} s  {ours_rate:8.2f} examples/s")
+        print(
+            f"  with full logits     {full:8.2f} s  {args.examples / full:8.2f} examples/s "
+            f"(kept logits: {ours / full:.2f}x the time)"
+        )
         print(f"batched fwd+bwd floor  {floor:8.2f} s  {args.examples / floor:8.2f} examples/s")
         print(
             f"reference (loop+TRAK)  {reference:8.2f} s  {ref_rate:8.2f} examples/s "
@@ -217,6 +325,7 @@ def main() -> None:
             f"fidelity (Spearman)    {rho:8.4f}    target >= {FIDELITY_TARGET}   "
             f"{verdict(rho >= FIDELITY_TARGET)}  (cosines of {len(fidelity_pool)} examples)"
         )
+    memory_figure(args)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import peak_memory
 import torch
 
 from selectkit.rows import RowSource
@@ -148,33 +148,17 @@ def checksum_seconds(source: RowSource, chunk_rows: int) -> dict[str, float]:
 def memory_child(root: Path, cap: int) -> None:
     """In a fresh process: score under ``memory_limit=cap``, print peak RSS growth as JSON."""
     torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # BLAS start-up is not scoring memory
-    status = Path("/proc/self/status")
-    reset = False
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = True
-    except OSError:
-        pass
-    if reset:
-        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-        baseline = int(fields["VmRSS"].split()[0]) * 1024
-    else:
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = peak_memory.start()
     pool_source = feature_source(root, "pool")
     targets = [feature_source(root, "targets")]
     scores = score_pool([pool_source], targets, aggregate="max", memory_limit=cap)
-    if reset:
-        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-        peak = int(fields["VmHWM"].split()[0]) * 1024
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
         json.dumps(
             {
-                "growth": peak - baseline,
-                "baseline": baseline,
+                "growth": peak_memory.growth(baseline),
+                "baseline": baseline[0],
                 "chunk_rows": pool_source.largest_read,
-                "method": "VmHWM after clear_refs" if reset else "ru_maxrss",
+                "method": "VmHWM after clear_refs" if baseline[1] else "ru_maxrss",
                 "finite": bool(np.isfinite(scores).all()),
             }
         )

@@ -41,7 +41,11 @@ _EXPORTS = {
     "Scores": "selectkit.solvers.objectives",
     "Weights": "selectkit.solvers.objectives",
     "FeaturizeConfig": "selectkit.features.featurize",
+    "View": "selectkit.features.featurize",
     "featurize": "selectkit.api",
+    "featurize_views": "selectkit.api",
+    "ExecutorConfig": "selectkit.executors",
+    "make_executor": "selectkit.executors",
     "score_pool": "selectkit.scoring",
     "FeatureSet": "selectkit.store",
     "FeatureStore": "selectkit.store",
@@ -65,6 +69,7 @@ __all__ = [
     "Budget",
     "Constraints",
     "Context",
+    "ExecutorConfig",
     "FeatureSet",
     "FeatureStore",
     "FeaturizeConfig",
@@ -84,11 +89,13 @@ __all__ = [
     "Selection",
     "Solution",
     "Solver",
+    "View",
     "WarmupConfig",
     "Weights",
     "__version__",
     "evaluate_lds",
     "featurize",
+    "featurize_views",
     "finetune",
     "finetune_selection",
     "get_host",
@@ -98,6 +105,7 @@ __all__ = [
     "load_pool",
     "load_records_from_list",
     "load_runs",
+    "make_executor",
     "retrain",
     "score_pool",
     "select",
@@ -119,9 +127,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from selectkit.api import featurize, load_model, load_pool, select
+    from selectkit.api import featurize, featurize_views, load_model, load_pool, select
     from selectkit.data.pool import Pool, Record
-    from selectkit.features.featurize import FeaturizeConfig
+    from selectkit.executors import ExecutorConfig, make_executor
+    from selectkit.features.featurize import FeaturizeConfig, View
     from selectkit.host import Host, get_host
     from selectkit.markers import hookimpl
     from selectkit.methods import Context, Method

@@ -52,6 +52,7 @@ def select(
     cache_dir: str | os.PathLike[str] | None = None,
     host: Host | None = None,
     executor: Executor | ExecutorConfig | None = None,
+    alongside: Sequence[Method] = (),
 ) -> Selection:
     """Select records of ``pool`` with ``method`` under ``budget`` and ``constraints``.
 
@@ -63,7 +64,9 @@ def select(
     the feature store's folder (default: ``SELECTKIT_CACHE_DIR`` or the user cache); ``host``
     the plugin host (default: the process-wide one, built from the environment); ``executor``
     where the method's heavy passes run (an :class:`Executor` kept by the caller, or an
-    :class:`ExecutorConfig` whose workers live for this call; default: this process).
+    :class:`ExecutorConfig` whose workers live for this call; default: this process);
+    ``alongside`` the other methods of the same run on this pool (a comparison, the demo), whose
+    features the method's pass stores too (:meth:`Method.pool_views`).
     """
     host = host or get_host()
     store_root = _store_root(cache_dir)
@@ -106,6 +109,7 @@ def select(
             progress=progress,
             budget_records=problem.limit if problem.unit != "tokens" else None,
             executor=runner,
+            views=frozenset(v for m in (method_obj, *alongside) for v in m.pool_views()),
         )
         objective = method_obj.objective(pool, target, context)
     _check_objective(method_obj, objective, len(pool), host)
@@ -294,10 +298,29 @@ def featurize(
     **options: Any,
 ) -> list[FeatureSet]:
     """Features of ``pool`` under each checkpoint (:func:`selectkit.features.featurize.featurize`,
-    whose keyword options these are), with the process-wide host unless given one.
-    ``executor``: split the pass into one shard per worker (``model`` a spec the workers load;
-    ``shard`` and ``tokens`` are then the executor's to choose)."""
-    from selectkit.features.featurize import featurize as extract
+    whose keyword options these are, ``also`` included), with the process-wide host unless
+    given one; ``executor`` as for :func:`featurize_views`."""
+    from selectkit.features.featurize import FeaturizeConfig, config_view
+
+    view = config_view(options.get("config") or FeaturizeConfig())
+    views = (view, *options.pop("also", ()))
+    return featurize_views(pool, model, views=views, host=host, executor=executor, **options)[view]
+
+
+def featurize_views(
+    pool: Pool,
+    model: str | LoadedModel,
+    *,
+    host: Host | None = None,
+    executor: Executor | ExecutorConfig | None = None,
+    **options: Any,
+) -> dict[Any, list[FeatureSet]]:
+    """Each view's features of ``pool`` under each checkpoint, from one pass
+    (:func:`selectkit.features.featurize.featurize_views`, whose keyword options these are),
+    with the process-wide host unless given one. ``executor``: split the pass into one shard
+    per worker (``model`` a spec the workers load; ``shard`` and ``tokens`` are then the
+    executor's to choose)."""
+    from selectkit.features.featurize import featurize_views as extract
     from selectkit.features.units import featurize_on
     from selectkit.models.loading import ModelOptions
     from selectkit.store import FeatureStore

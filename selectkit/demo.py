@@ -18,7 +18,9 @@ from selectkit.api import load_records_from_list, select
 from selectkit.data.formats import LoadOptions
 from selectkit.data.pool import Pool
 from selectkit.data.synthetic import make_records
+from selectkit.host import get_host
 from selectkit.output import SelectionOutputs
+from selectkit.params import build_params
 from selectkit.publish import Publication, check_paths
 from selectkit.selection import Selection
 
@@ -78,6 +80,14 @@ def run_demo(
             f"target: {len(target)} '{TARGET_FAMILY}' examples; budget {budget}; "
             f"gradient methods on {model} (first run: warmup and extraction, then cached)"
         )
+        # Every gradient method's pool features come from LESS's pass over the model: each
+        # method is told what the others will read.
+        host = get_host()
+        planned = [
+            host.method(name)(build_params(host.method(name).Params, gradient_params, name))
+            for name in methods
+            if name in GRADIENT_METHODS
+        ]
         random_share = pool.groups.count(TARGET_FAMILY) / len(pool)
         echo(f"{'method':<12}{'target share':>14}{'vs random':>11}{'selected':>16}{'time':>9}")
         results: dict[str, Selection] = {}
@@ -95,6 +105,8 @@ def run_demo(
                 seed=seed,
                 progress=progress,
                 cache_dir=cache_dir,
+                host=host,
+                alongside=planned if name in GRADIENT_METHODS else (),
             )
             elapsed = time.perf_counter() - started
             share = selection.group_shares(pool).get(TARGET_FAMILY, 0.0)

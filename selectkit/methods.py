@@ -67,7 +67,9 @@ class Context:
     it; a method that needs it declares ``budgets = ("items",)``, so it never sees ``None``
     from :func:`selectkit.select`. ``executor`` runs the heavy passes (feature extraction,
     token statistics) as units of work on other processes or a Ray cluster; ``None`` runs
-    them in this process.
+    them in this process. ``views`` are what the methods of this run (this one and those
+    that will run after it on the same pool) will read about the pool
+    (:meth:`Method.pool_views`), so a pass can store them all at once.
     """
 
     host: Services
@@ -77,6 +79,7 @@ class Context:
     progress: bool = False
     budget_records: int | None = None
     executor: Runner | None = None
+    views: frozenset[Any] = frozenset()
 
 
 class Method(ABC):
@@ -117,6 +120,13 @@ class Method(ABC):
             "it has no linear datamodeling score; `selectkit methods` marks the methods that do "
             "with (attribution)"
         )
+
+    def pool_views(self) -> tuple[Any, ...]:
+        """What this method, with its parameters, will read from the feature store about the
+        pool; opaque to the core, understood by the method's pipeline (gradient methods give
+        :meth:`GradientParams.pool_view`). :func:`selectkit.select` passes every view of the
+        methods of a run to each of them, so the first pass over the model stores them all."""
+        return ()
 
     @classmethod
     def attributes(cls) -> bool:

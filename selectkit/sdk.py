@@ -18,6 +18,7 @@ from selectkit.features.params import (
     CheckpointsUsed,
     GradientParams,
     ModelParams,
+    PoolView,
     RowParams,
 )
 from selectkit.features.pipeline import (
@@ -61,6 +62,7 @@ __all__ = [
     "ParamError",
     "PerRecord",
     "Pool",
+    "PoolView",
     "Record",
     "RowParams",
     "RowSource",

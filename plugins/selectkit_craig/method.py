@@ -30,6 +30,7 @@ from selectkit.sdk import (
     Method,
     ParamError,
     Pool,
+    PoolView,
     RowParams,
 )
 
@@ -63,6 +64,9 @@ class CRAIG(Method):
     Params = CRAIGParams
     needs_target = False
     budgets = ("items",)  # the greedy facility-location solver takes count budgets
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> FacilityLocation:
         p = self.params

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.sdk import Context, GradientParams, GradientPipeline, Method, Pool, Scores
+from selectkit.sdk import (
+    Context,
+    GradientParams,
+    GradientPipeline,
+    Method,
+    Pool,
+    PoolView,
+    Scores,
+)
 
 
 class GraNd(Method):
@@ -23,6 +31,9 @@ class GraNd(Method):
 
     name = "grand"
     Params = GradientParams
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         pipeline = GradientPipeline(self.params, context)

@@ -34,6 +34,7 @@ from selectkit.sdk import (
     Method,
     ParamError,
     Pool,
+    PoolView,
     RowParams,
     row_mean,
 )
@@ -69,6 +70,9 @@ class GradMatch(Method):
     Params = GradMatchParams
     needs_target = False
     budgets = ("items",)  # matching pursuit takes count budgets; the memory check needs k
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Matching:
         p = self.params

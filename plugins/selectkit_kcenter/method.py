@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from selectkit import sdk
-from selectkit.sdk import Context, GradientPipeline, Method, ParamError, Pool, RowParams
+from selectkit.sdk import Context, GradientPipeline, Method, ParamError, Pool, PoolView, RowParams
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class KCenter(Method):
     Params = KCenterParams
     needs_target = False
     budgets = ("items",)  # farthest-first traversal takes count budgets
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> sdk.KCenter:
         p = self.params

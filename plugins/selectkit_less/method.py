@@ -24,6 +24,7 @@ from selectkit.sdk import (
     Method,
     ParamError,
     Pool,
+    PoolView,
     Scores,
     iter_similarity,
     learning_rates,
@@ -73,6 +74,9 @@ class LESS(Method):
     name = "less"
     Params = LESSParams
     needs_target = True
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("adam"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None

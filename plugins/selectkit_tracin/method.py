@@ -18,6 +18,7 @@ from selectkit.sdk import (
     GradientPipeline,
     Method,
     Pool,
+    PoolView,
     Scores,
     learning_rates,
     score_pool,
@@ -33,6 +34,9 @@ class TracIn(Method):
     name = "tracin"
     Params = GradientParams
     needs_target = True
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None

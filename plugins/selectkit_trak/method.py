@@ -28,6 +28,7 @@ from selectkit.sdk import (
     Method,
     ParamError,
     Pool,
+    PoolView,
     Scores,
     check_memory,
 )
@@ -81,6 +82,9 @@ class TRAK(Method):
     name = "trak"
     Params = TRAKParams
     needs_target = True
+
+    def pool_views(self) -> tuple[PoolView, ...]:
+        return (self.params.pool_view("sgd"),)
 
     def objective(self, pool: Pool, target: Pool | None, context: Context) -> Scores:
         assert target is not None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, get_args
 
 import click
 
@@ -43,7 +44,16 @@ from selectkit.models.lora import LoraSpec
     "param_names",
     help="Comma-separated parameter names to take gradients over instead of a LoRA adapter.",
 )
-@settings_options(FeaturizeConfig)
+@click.option(
+    "--gradient",
+    "gradients",
+    default="sgd",
+    show_default=True,
+    metavar="TYPE[,TYPE...]",
+    help="Gradient types: sgd, adam (needs optimizer state), sign; several (adam,sgd) are "
+    "stored from one forward-backward per block.",
+)
+@settings_options(FeaturizeConfig, exclude=("gradient",))
 @settings_options(LoraSpec, prefix="lora.")
 @cache_dir_option
 @executor_options
@@ -53,15 +63,16 @@ from selectkit.models.lora import LoraSpec
 def featurize_command(**kw: Any) -> None:
     """Extract per-example gradient features of POOL into the feature store.
 
-    One store entry per checkpoint; rerunning reuses finished entries and resumes unfinished
-    ones. Prints each entry's id for `selectkit cache info`. With --executor processes or ray,
-    each worker fills one shard of every entry.
+    One store entry per checkpoint and gradient type; rerunning reuses finished entries and
+    resumes unfinished ones. Prints each entry's id for `selectkit cache info`. With
+    --executor processes or ray, each worker fills one shard of every entry.
     """
-    from selectkit.api import featurize
+    from selectkit.api import featurize_views
     from selectkit.cachedirs import default_root
+    from selectkit.compute.gradient_types import GradientKind
     from selectkit.data.load import load_pool
     from selectkit.errors import ParamError
-    from selectkit.features.featurize import parse_shard
+    from selectkit.features.featurize import View, parse_shard
     from selectkit.host import get_host
     from selectkit.publish import check_paths
     from selectkit.store import FeatureStore
@@ -70,7 +81,14 @@ def featurize_command(**kw: Any) -> None:
     inputs.update({f"--checkpoint {c}": c for c in kw["checkpoints"]})
     check_paths(inputs=inputs, folders={"--cache-dir": kw["cache_dir"] or default_root()})
     shard = parse_shard(kw["shard"])
-    config = settings_from(FeaturizeConfig, kw)
+    kinds = list(dict.fromkeys(part.strip() for part in kw["gradients"].split(",")))
+    known = get_args(GradientKind)
+    if not kinds or any(kind not in known for kind in kinds):
+        raise ParamError(
+            f"--gradient {kw['gradients']}: give one or more of {', '.join(known)}, comma-separated"
+        )
+    config = replace(settings_from(FeaturizeConfig, kw, exclude=("gradient",)), gradient=kinds[0])
+    views = [View(kind, config.projection) for kind in kinds]
     executor = executor_from(kw)
     spread = executor.executor != "inprocess"
     if shard != (0, 1) and spread:
@@ -78,13 +96,14 @@ def featurize_command(**kw: Any) -> None:
     host = get_host()
     pool = load_pool(kw["pool_path"], load_options(kw), host=host)
     names = kw["param_names"].split(",") if kw["param_names"] else None
-    entries = featurize(
+    found = featurize_views(
         pool,
         model_spec(kw),
         checkpoints=list(kw["checkpoints"]),
         lora=settings_from(LoraSpec, kw, prefix="lora."),
         param_names=names,
         config=config,
+        views=views,
         store=FeatureStore(kw["cache_dir"]),
         model_options=model_load_options(kw),
         progress=not kw["quiet"],
@@ -92,7 +111,11 @@ def featurize_command(**kw: Any) -> None:
         executor=executor,
         **({} if spread else {"shard": shard}),
     )
-    for entry in entries:
-        info = entry.info()
-        state = "complete" if info["complete"] else "partial (other shards pending)"
-        click.echo(f"{entry.id}  {info['rows']['done']} rows done of {entry.num_rows}, {state}")
+    for view, entries in found.items():
+        for entry in entries:
+            info = entry.info()
+            state = "complete" if info["complete"] else "partial (other shards pending)"
+            done = info["rows"]["done"]
+            click.echo(
+                f"{entry.id}  {view.gradient}  {done} rows done of {entry.num_rows}, {state}"
+            )

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from selectkit.data.batching import IGNORE_INDEX
 from selectkit.errors import ParamError
-from selectkit.models.losses import response_losses
+from selectkit.models.losses import (
+    head_matches,
+    next_token_losses,
+    packed_response_losses,
+    response_logits,
+    takes_logits_to_keep,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +106,9 @@ class PerExampleGradients:
             raise ParamError(f"method must be auto, hooks or func, not '{method}'")
         self.method = method
         self._linear = linear_params
+        # Layer hooks see whole batches, so their losses can come from exactly the response
+        # positions; torch.func's vmap needs one position set for the batch.
+        self._packed = method == "hooks" and head_matches(self.model)
 
     def _linear_params(self, linear: type) -> dict[str, tuple[Any, str]]:
         """Trainable-parameter name -> (its nn.Linear module, 'weight' or 'bias')."""
@@ -160,10 +169,12 @@ class PerExampleGradients:
         handles = [m.register_forward_hook(forward_hook) for m in modules.values()]
         try:
             with torch.enable_grad():
-                logits = self.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                losses = response_losses(logits, batch["labels"])
+                inputs = (self.model, batch["input_ids"], batch["labels"])
+                mask = {"attention_mask": batch["attention_mask"]}
+                if self._packed:
+                    losses = packed_response_losses(*inputs, **mask)
+                else:
+                    losses = next_token_losses(*response_logits(*inputs, **mask))
                 params = [p for _, p in self.model.named_parameters() if p.requires_grad]
                 torch.autograd.grad(losses.sum(), params, allow_unused=True)
         finally:
@@ -182,16 +193,25 @@ class PerExampleGradients:
         # An all-ones mask, built outside vmap so the model's mask checks see a plain tensor;
         # padding sits at the right end, where causal attention keeps it out of every real token.
         ones = torch.ones((1, batch["input_ids"].shape[1]), dtype=torch.long, device=self.device)
+        # The positions that predict a response token in any example (every one without
+        # logits_to_keep), chosen outside vmap: one set for the batch.
+        labels = batch["labels"]
+        positions = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+        keep = {"logits_to_keep": positions} if takes_logits_to_keep(model) else {}
+        if not keep:
+            positions = torch.arange(labels.shape[1] - 1, device=self.device)
+        next_labels = labels[:, positions + 1]
 
-        def loss_of_one(weights: dict[str, torch.Tensor], ids: torch.Tensor, labels: torch.Tensor):
-            logits = functional_call(
-                model, weights, (ids[None],), {"attention_mask": ones}, strict=False
-            ).logits
-            return response_losses(logits, labels[None])[0]
+        def loss_of_one(weights: dict[str, torch.Tensor], ids: torch.Tensor, targets: torch.Tensor):
+            inputs = {"attention_mask": ones, **keep}
+            logits = functional_call(model, weights, (ids[None],), inputs, strict=False).logits
+            if not keep:
+                logits = logits[:, :-1]
+            return next_token_losses(logits, targets[None])[0]
 
         per_example = vmap(grad_and_value(loss_of_one), in_dims=(None, 0, 0))
         with torch.enable_grad():
-            grads, losses = per_example(trainable, batch["input_ids"], batch["labels"])
+            grads, losses = per_example(trainable, batch["input_ids"], next_labels)
         n = batch["input_ids"].shape[0]
         rows = torch.cat([grads[p.name].reshape(n, -1).float() for p in self.layout], dim=1)
         return rows, losses.detach()

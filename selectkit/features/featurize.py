@@ -9,7 +9,8 @@ computed by separate processes end with the same bytes as one run.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,13 +30,14 @@ from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec
 from selectkit.params import help_text
 from selectkit.provenance import versions
-from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
+from selectkit.store import FeatureSet, FeatureStore, FillRequest, Layout, RowStatus
 from selectkit.store.fingerprints import (
     TensorsMemo,
     file_digest,
     tensors_digest,
     tokenizer_digest,
 )
+from selectkit.store.root import Block
 
 if TYPE_CHECKING:
     from selectkit.data.pool import Pool
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
     from selectkit.train.checkpoints import Checkpoint
 
 #: Bumped whenever the way rows are computed or stored changes, so old entries are never reused
-#: wrongly (2: entries carry per-row checksums).
-FEATURE_FORMAT = 2
+#: wrongly (2: entries carry per-row checksums; 3: logits only at the positions that predict a
+#: response token, which changes rows in their last bits).
+FEATURE_FORMAT = 3
 COLUMNS = ("loss", "grad_norm")
 #: The adapter a pool gets when neither checkpoints nor parameter names are given.
 DEFAULT_LORA = LoraSpec()
@@ -93,6 +96,21 @@ class FeaturizeConfig:
             raise ParamError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.on_invalid not in ("error", "skip"):
             raise ParamError(f"on_invalid must be error or skip, not '{self.on_invalid}'")
+
+
+@dataclass(frozen=True)
+class View:
+    """One stored view of an extraction pass: a gradient type and its projection. The views
+    of one pass share its forward-backward; each is a store entry of its own, the same bytes
+    whether it was extracted alone or beside others."""
+
+    gradient: GradientKind
+    projection: ProjectionConfig
+
+
+def config_view(config: FeaturizeConfig) -> View:
+    """The view a :class:`FeaturizeConfig` describes."""
+    return View(config.gradient, config.projection)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -148,11 +166,14 @@ def feature_key(
     transform: GradientTransform,
     config: FeaturizeConfig,
     *,
+    projection: ProjectionConfig | None = None,
     digests: TensorsMemo | None = None,
 ) -> dict[str, Any]:
-    """Everything that determines the bytes of a feature set, as JSON. ``digests``: the
-    loaded model's memo of base-weight digests (:attr:`LoadedModel.digests`)."""
-    model, projection = grads.model, config.projection
+    """Everything that determines the bytes of a feature set, as JSON. ``projection``: the
+    view's (default: the config's); ``digests``: the loaded model's memo of base-weight
+    digests (:attr:`LoadedModel.digests`)."""
+    model = grads.model
+    projection = projection or config.projection
     trainable = {p.name for p in grads.layout}
     named = list(model.named_parameters())
     key: dict[str, Any] = {
@@ -182,8 +203,9 @@ def feature_key(
 class Featurizer:
     """Extracts features of pools under one model state (a base model plus adapter).
 
-    Build one per checkpoint; call :meth:`run` for each pool (e.g. the training pool with
-    ``adam`` features and the target with ``sgd`` features).
+    Build one per checkpoint; call :meth:`run` for each pool. ``views`` are what one pass
+    stores (default: the config's gradient type and projection): each block's per-example
+    gradients are computed once and every view transformed and projected from them.
     """
 
     def __init__(
@@ -191,6 +213,7 @@ class Featurizer:
         loaded: LoadedModel,
         config: FeaturizeConfig = FeaturizeConfig(),
         *,
+        views: Sequence[View] = (),
         store: FeatureStore | None = None,
         moments: Any = None,
         checkpoint: dict[str, Any] | None = None,
@@ -199,31 +222,36 @@ class Featurizer:
     ) -> None:
         self.loaded = loaded
         self.config = config
+        self.views = tuple(dict.fromkeys(views)) or (config_view(config),)
         self.store = store or FeatureStore()
         self.checkpoint = checkpoint or {}
         self.grads = PerExampleGradients(loaded.model, param_names, method=config.backend)
-        if config.gradient == "adam":
-            if moments is None:
-                raise ParamError(
-                    "gradient type 'adam' needs a warmup checkpoint with optimizer state "
-                    "(its Adam moments precondition the gradients); pass one, or use 'sgd'"
-                )
-            exp_avg, exp_avg_sq = flatten_moments(moments, self.grads.layout)
-            self.transform = GradientTransform("adam", config.adam, exp_avg, exp_avg_sq)
-        else:
-            self.transform = GradientTransform(config.gradient)
-        self.transform = self.transform.to(self.grads.device)
-        projection = config.projection
-        projector_cls = host.projector(projection.kind)
-        self.projector = projector_cls(
-            self.grads.dim, projection.dim, projection.seed, device=self.grads.device
-        )
+        self.transforms = [self._transform(view.gradient, moments) for view in self.views]
+        self.projectors = [
+            host.projector(view.projection.kind)(
+                self.grads.dim, view.projection.dim, view.projection.seed, device=self.grads.device
+            )
+            for view in self.views
+        ]
 
-    def describe(self, pool: Pool) -> dict[str, Any]:
+    def _transform(self, gradient: GradientKind, moments: Any) -> GradientTransform:
+        if gradient != "adam":
+            return GradientTransform(gradient).to(self.grads.device)
+        if moments is None:
+            raise ParamError(
+                "gradient type 'adam' needs a warmup checkpoint with optimizer state "
+                "(its Adam moments precondition the gradients); pass one, or use 'sgd'"
+            )
+        exp_avg, exp_avg_sq = flatten_moments(moments, self.grads.layout)
+        transform = GradientTransform("adam", self.config.adam, exp_avg, exp_avg_sq)
+        return transform.to(self.grads.device)
+
+    def describe(self, pool: Pool, view: View) -> dict[str, Any]:
         """What the manifest records beside the key: provenance that does not change bytes."""
         checkpoint = Path(self.checkpoint["path"]).name if self.checkpoint else "fresh adapter"
         source = Path(pool.origin["path"]).name if pool.origin.get("path") else "in-memory pool"
-        summary = f"{self.loaded.spec} {self.config.gradient} {checkpoint} {source}"
+        summary = f"{self.loaded.spec} {view.gradient} {checkpoint} {source}"
+        settings = replace(self.config, gradient=view.gradient, projection=view.projection)
         return {
             "summary": summary,
             "model": self.loaded.spec,
@@ -233,7 +261,7 @@ class Featurizer:
             "device": str(self.grads.device),
             "pool_origin": pool.origin,
             "checkpoint": self.checkpoint,
-            "config": {k: v for k, v in asdict(self.config).items() if k != "adam"},
+            "config": {k: v for k, v in asdict(settings).items() if k != "adam"},
             "versions": versions(),
         }
 
@@ -242,71 +270,88 @@ class Featurizer:
         pool: Pool,
         *,
         shard: tuple[int, int] = (0, 1),
-        progress: bool = True,
+        progress: bool | Callable[[int], None] = True,
         tokens: list[Tokenized | None] | None = None,
-    ) -> FeatureSet:
-        """Extract (or resume, or reuse) the features of ``pool``; returns the store entry
-        (:meth:`FeatureStore.fill`: an existing entry is checked and repaired first, a complete
-        one only read). ``tokens``: the pool already tokenized by
-        :func:`tokenize_pool` under this config (one tokenization serves every checkpoint of a
-        run)."""
+    ) -> list[FeatureSet]:
+        """Extract (or resume, or reuse) every view of ``pool``; returns the store entries, one
+        per view (:meth:`FeatureStore.fill_together`: existing entries are checked and repaired
+        first, complete ones only read, and the pass runs for the blocks some entry still
+        lacks). ``tokens``: the pool already tokenized by :func:`tokenize_pool` under this
+        config (one tokenization serves every checkpoint of a run)."""
         if tokens is None:
             tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
-        key = feature_key(
-            pool,
-            self.loaded.tokenizer,
-            self.grads,
-            self.transform,
-            self.config,
-            digests=self.loaded.digests,
-        )
-        layout = Layout(
-            num_rows=len(pool),
-            dim=self.config.projection.dim,
-            dtype=self.config.projection.dtype,
-            block_rows=self.config.batch_size,
-            order=block_order(tokens),
-            columns=COLUMNS,
-        )
-        return self.store.fill(
-            key,
-            layout,
-            lambda adopted, block: self._block(adopted, block, tokens, pool),
-            meta=self.describe(pool),
+        order = block_order(tokens)
+        requests = []
+        for view, transform in zip(self.views, self.transforms, strict=True):
+            key = feature_key(
+                pool,
+                self.loaded.tokenizer,
+                self.grads,
+                transform,
+                self.config,
+                projection=view.projection,
+                digests=self.loaded.digests,
+            )
+            layout = Layout(
+                num_rows=len(pool),
+                dim=view.projection.dim,
+                dtype=view.projection.dtype,
+                block_rows=self.config.batch_size,
+                order=order,
+                columns=COLUMNS,
+            )
+            requests.append(FillRequest(key, layout, self.describe(pool, view)))
+        return self.store.fill_together(
+            requests,
+            lambda layout, block, wanted: self._block(layout, block, wanted, tokens, pool),
             shard=shard,
             progress=progress,
         )
 
     def _block(
-        self, layout: Layout, block: int, tokens: list[Tokenized | None], pool: Pool
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Block ``block``'s projected gradient rows, status codes and loss and norm columns."""
+        self,
+        layout: Layout,
+        block: int,
+        wanted: list[int],
+        tokens: list[Tokenized | None],
+        pool: Pool,
+    ) -> list[Block]:
+        """Block ``block``'s projected gradient rows, status codes and loss and norm columns,
+        for each view in ``wanted``, from one forward-backward."""
         import torch
 
         rows = layout.block_rows_of(block)
         n = len(rows)
-        out = np.zeros((n, layout.dim), dtype=np.float32)
-        status = np.full(n, RowStatus.SKIPPED_EMPTY, dtype=np.uint8)
-        columns = {name: np.full(n, np.nan, dtype=np.float32) for name in COLUMNS}
         usable = [j for j, row in enumerate(rows) if tokens[row] is not None]
+        projected: list[np.ndarray] = []
         if usable:
             batch = pad_batch([tokens[rows[j]] for j in usable], self._pad_id())
             with torch.no_grad():
                 grads, losses = self.grads(batch)
                 norms = grads.norm(dim=1)
-                projected = self.projector.project(self.transform(grads))
-            projected = projected.cpu().numpy()
-            finite = np.isfinite(projected).all(axis=1) & np.isfinite(norms.cpu().numpy())
-            for k, j in enumerate(usable):
-                if not finite[k]:
-                    self._nonfinite(pool, rows[j])
-                    status[j] = RowStatus.SKIPPED_NONFINITE
-                    continue
-                out[j] = projected[k]
-                status[j] = RowStatus.DONE
-                columns["loss"][j] = float(losses[k])
-                columns["grad_norm"][j] = float(norms[k])
-        return out, status, columns
+                projected = [
+                    self.projectors[v].project(self.transforms[v](grads)).cpu().numpy()
+                    for v in wanted
+                ]
+            norms, losses = norms.cpu().numpy(), losses.cpu().numpy()
+        blocks = []
+        for number, view in enumerate(wanted):
+            out = np.zeros((n, self.views[view].projection.dim), dtype=np.float32)
+            status = np.full(n, RowStatus.SKIPPED_EMPTY, dtype=np.uint8)
+            columns = {name: np.full(n, np.nan, dtype=np.float32) for name in COLUMNS}
+            if usable:  # each view judged on its own rows: alone or beside others, same bytes
+                finite = np.isfinite(projected[number]).all(axis=1) & np.isfinite(norms)
+                for k, j in enumerate(usable):
+                    if not finite[k]:
+                        self._nonfinite(pool, rows[j])
+                        status[j] = RowStatus.SKIPPED_NONFINITE
+                        continue
+                    out[j] = projected[number][k]
+                    status[j] = RowStatus.DONE
+                    columns["loss"][j] = float(losses[k])
+                    columns["grad_norm"][j] = float(norms[k])
+            blocks.append((out, status, columns))
+        return blocks
 
     def _pad_id(self) -> int:
         tokenizer = self.loaded.tokenizer
@@ -339,39 +384,58 @@ def featurize(
     pool: Pool,
     model: str | LoadedModel,
     *,
+    also: Sequence[View] = (),
+    **options: Any,
+) -> list[FeatureSet]:
+    """Features of ``pool`` under each checkpoint's adapter (one store entry per checkpoint),
+    in the view ``config`` describes (:func:`featurize_views`, whose keyword options these
+    are); ``also``: more views to store from the same pass."""
+    config = options.get("config", FeaturizeConfig())
+    view = config_view(config)
+    return featurize_views(pool, model, views=(view, *also), **options)[view]
+
+
+def featurize_views(
+    pool: Pool,
+    model: str | LoadedModel,
+    *,
+    views: Sequence[View] = (),
     tokens: list[Tokenized | None] | None = None,
-    checkpoints: list[str | Path] | tuple[str | Path, ...] = (),
+    checkpoints: Sequence[str | Path] = (),
     lora: LoraSpec | None = DEFAULT_LORA,
     param_names: list[str] | None = None,
     config: FeaturizeConfig = FeaturizeConfig(),
     store: FeatureStore | None = None,
     shard: tuple[int, int] = (0, 1),
     model_options: ModelOptions | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     host: Services,
-) -> list[FeatureSet]:
-    """Features of ``pool`` under each checkpoint's adapter (one store entry per checkpoint).
+) -> dict[View, list[FeatureSet]]:
+    """Each view's features of ``pool`` under each checkpoint's adapter (one store entry per
+    view and checkpoint), every view of a checkpoint from one forward-backward per block.
 
-    ``checkpoints`` are adapter checkpoint folders or warmup run folders (all of whose
-    ``checkpoint-*`` folders are used, in step order). Without ``checkpoints`` the model gets
-    a fresh LoRA adapter from ``lora`` (seeded by ``config.adapter_seed``), or, with
-    ``param_names``, gradients over those base parameters instead (``lora=None`` and no
-    names: over whatever is trainable already). ``adam`` features need checkpoints whose
-    optimizer state holds the Adam moments. Adapters attached here are removed again
-    afterwards, so ``model`` ends as it started. An identical run (same pool, model, adapter,
-    settings and shard) that is writing these features now is refused before the model loads
-    (:meth:`FeatureStore.claim_request`). ``tokens``: the pool already tokenized by
-    :func:`tokenize_pool` with ``model``'s tokenizer under ``config``.
+    ``views``: gradient types and projections (default: the one ``config`` describes; its
+    other settings apply to all). ``checkpoints`` are adapter checkpoint folders or warmup run
+    folders (all of whose ``checkpoint-*`` folders are used, in step order). Without
+    ``checkpoints`` the model gets a fresh LoRA adapter from ``lora`` (seeded by
+    ``config.adapter_seed``), or, with ``param_names``, gradients over those base parameters
+    instead (``lora=None`` and no names: over whatever is trainable already). ``adam``
+    features need checkpoints whose optimizer state holds the Adam moments. Adapters attached
+    here are removed again afterwards, so ``model`` ends as it started. An identical run (same
+    pool, model, adapter, settings, views and shard) that is writing these features now is
+    refused before the model loads (:meth:`FeatureStore.claim_request`). ``tokens``: the pool
+    already tokenized by :func:`tokenize_pool` with ``model``'s tokenizer under ``config``.
     """
     from selectkit.models.loading import ModelOptions
     from selectkit.train.checkpoints import find_checkpoints
 
+    views = tuple(dict.fromkeys(views)) or (config_view(config),)
     if len(pool) == 0:
         raise ParamError("the pool is empty: there is nothing to featurize")
     if param_names is not None and checkpoints:
         raise ParamError("give adapter checkpoints or parameter names, not both")
     found = [c for path in checkpoints for c in find_checkpoints(path)]
-    if config.gradient == "adam":
+    if any(view.gradient == "adam" for view in views):
         if not found:
             raise ParamError(
                 "gradient type 'adam' needs warmup checkpoints with optimizer state (--checkpoint)"
@@ -382,10 +446,11 @@ def featurize(
                 f"checkpoint {missing[0]} has no optimizer state; gradient type 'adam' needs "
                 "the warmup optimizer's moments (or use gradient type 'sgd')"
             )
-    host.projector(config.projection.kind)  # an unknown projector is refused before the claim
+    for view in views:  # an unknown projector is refused before the claim
+        host.projector(view.projection.kind)
     store = store or FeatureStore()
     adapter = None if found or param_names is not None else lora
-    request = _request(pool, model, model_options, found, adapter, param_names, config)
+    request = _request(pool, model, model_options, found, adapter, param_names, config, views)
     # Refuses an identical run that is writing these features now, before anything loads.
     with store.claim_request(request, shard) as claim:
         if isinstance(model, str):
@@ -394,15 +459,17 @@ def featurize(
             tokens = tokenize_pool(pool, model.tokenizer, config)
         options = {"shard": shard, "progress": progress, "tokens": tokens}
         if found:
-            results = _featurize_checkpoints(pool, model, found, config, store, host, options)
+            per_state = _featurize_checkpoints(
+                pool, model, found, config, views, store, host, options
+            )
         else:
             with model.adapted(adapter, seed=config.adapter_seed) as adapted:
                 featurizer = Featurizer(
-                    adapted, config, store=store, param_names=param_names, host=host
+                    adapted, config, views=views, store=store, param_names=param_names, host=host
                 )
-                results = [featurizer.run(pool, **options)]
-        claim.record([entry.id for entry in results])
-    return results
+                per_state = [featurizer.run(pool, **options)]
+        claim.record([entry.id for entries in per_state for entry in entries])
+    return {view: [entries[v] for entries in per_state] for v, view in enumerate(views)}
 
 
 def _featurize_checkpoints(
@@ -410,20 +477,24 @@ def _featurize_checkpoints(
     model: LoadedModel,
     found: list[Checkpoint],
     config: FeaturizeConfig,
+    views: tuple[View, ...],
     store: FeatureStore,
     host: Services,
     options: dict[str, Any],
-) -> list[FeatureSet]:
-    """One entry per checkpoint, its adapter attached to ``model`` and removed again."""
+) -> list[list[FeatureSet]]:
+    """Every view's entry at each checkpoint, its adapter attached to ``model`` and removed
+    again."""
     from selectkit.train.checkpoints import adam_moments
 
+    adam = any(view.gradient == "adam" for view in views)
     results = []
     for checkpoint in found:
         with model.adapted(checkpoint.path) as adapted:
-            moments = adam_moments(checkpoint, adapted.model) if config.gradient == "adam" else None
+            moments = adam_moments(checkpoint, adapted.model) if adam else None
             featurizer = Featurizer(
                 adapted,
                 config,
+                views=views,
                 store=store,
                 moments=moments,
                 checkpoint=checkpoint_info(checkpoint.path, checkpoint.learning_rate),
@@ -441,10 +512,11 @@ def _request(
     adapter: LoraSpec | None,
     param_names: list[str] | None,
     config: FeaturizeConfig,
+    views: tuple[View, ...],
 ) -> dict[str, Any]:
     """What names a featurize request before anything loads (the store's early claim): the
-    pool's content, the model and its dtype, the checkpoints as files, the adapter and every
-    setting that shapes the rows."""
+    pool's content, the model and its dtype, the checkpoints as files, the adapter, every
+    setting that shapes the rows and the views."""
     if isinstance(model, str):
         dtype = options.dtype if options is not None else "float32"
         spec = model
@@ -458,6 +530,7 @@ def _request(
         "adapter": asdict(adapter) if adapter is not None else None,
         "param_names": param_names,
         "config": {k: v for k, v in asdict(config).items() if k not in ("batch_size", "method")},
+        "views": [asdict(view) for view in views],
     }
 
 

@@ -16,12 +16,14 @@ value that cannot work is refused before anything loads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Literal, get_args
 
+from selectkit.compute.gradient_types import GradientKind
 from selectkit.compute.projectors import GEN_BLOCK, ProjectionConfig
 from selectkit.errors import ParamError
+from selectkit.features.featurize import View
 from selectkit.models.loading import DType, ModelOptions
 from selectkit.models.lora import LoraSpec
 from selectkit.params import help_text
@@ -147,6 +149,22 @@ class ModelParams:
             if not ok:
                 raise ParamError(message)
 
+    def model_settings(self) -> ModelParams:
+        """These settings as plain :class:`ModelParams`: what decides a pass over the model
+        (model, checkpoints or warmup, adapter, batching), whatever the method."""
+        return ModelParams(**{f.name: getattr(self, f.name) for f in fields(ModelParams)})
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A view of the pool a gradient method reads from the store: the pass that makes it (its
+    model settings) and the view (gradient type and projection). A run that will run several
+    methods gives each method's pipeline all of theirs (``Context.views``), so one pass
+    stores every view that pass can make."""
+
+    settings: ModelParams
+    view: View
+
 
 @dataclass(frozen=True)
 class GradientParams(ModelParams):
@@ -154,6 +172,11 @@ class GradientParams(ModelParams):
     gradients and the store's row type. Gradient methods' parameter classes subclass this."""
 
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+    def pool_view(self, gradient: GradientKind) -> PoolView:
+        """The pool view a method with these parameters reads: ``gradient`` features under
+        this projection, from this pass."""
+        return PoolView(self.model_settings(), View(gradient, self.projection))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -26,11 +26,17 @@ from selectkit import locks
 from selectkit.cachedirs import beside
 from selectkit.compute.gradient_types import GradientKind
 from selectkit.errors import ParamError, StoreError
-from selectkit.features.featurize import FeaturizeConfig, featurize, tokenize_pool
+from selectkit.features.featurize import (
+    FeaturizeConfig,
+    config_view,
+    featurize_views,
+    tokenize_pool,
+)
 from selectkit.features.params import (
     CheckpointsUsed,
     GradientParams,
     ModelParams,
+    PoolView,
     checkpoint_folders,
 )
 from selectkit.features.units import featurize_on
@@ -260,9 +266,12 @@ class GradientPipeline(ModelPipeline):
         )
 
     def features(
-        self, pool: Pool, gradient: GradientKind, checkpoints: list[Path]
+        self, pool: Pool, gradient: GradientKind, checkpoints: list[Path], *, of_pool: bool = True
     ) -> list[FeatureSet]:
-        """One feature set of ``pool`` per checkpoint (a fresh LoRA when there is none)."""
+        """One feature set of ``pool`` per checkpoint (a fresh LoRA when there is none), in
+        ``gradient`` under the method's projection. For the pool (``of_pool``), the same pass
+        also stores every other view of it the run's methods will read (``Context.views``
+        from the same model settings), so the methods after this one find them done."""
         p = self.params
         if not p.checkpoints:  # given adapters have their own sizes
             self._check_gradients_fit(len(pool))
@@ -272,6 +281,13 @@ class GradientPipeline(ModelPipeline):
             batch_size=p.batch_size,
             max_length=p.max_length,
         )
+        view = config_view(config)
+        views = [view]
+        if of_pool:
+            settings = p.model_settings()
+            planned = [v for v in self.context.views if isinstance(v, PoolView)]
+            views += [v.view for v in planned if v.settings == settings]
+        views = list(dict.fromkeys(views))
         if self.context.executor is not None:  # each worker loads the model and fills a shard
             return featurize_on(
                 self.context.executor,
@@ -281,12 +297,14 @@ class GradientPipeline(ModelPipeline):
                 checkpoints=checkpoints,
                 lora=p.lora,
                 config=config,
+                views=views,
                 store=self.store,
                 progress=self.context.progress,
-            )
-        return featurize(
+            )[view]
+        return featurize_views(
             pool,
             self.loaded,
+            views=views,
             tokens=self.tokens(pool),
             checkpoints=checkpoints,
             lora=p.lora,
@@ -294,7 +312,7 @@ class GradientPipeline(ModelPipeline):
             store=self.store,
             progress=self.context.progress,
             host=self.host,
-        )
+        )[view]
 
     def _check_gradients_fit(self, rows: int) -> None:
         """Refuse a batch whose per-example gradients alone (float32, and their transformed
@@ -317,7 +335,10 @@ class GradientPipeline(ModelPipeline):
         root of its learning rate; the pools' feature sets are checked to come from the same
         model states and projection. The checkpoints are the first pool's (its warmup)."""
         checkpoints = self.checkpoints(pools[0])
-        sets = [self.features(pool, "sgd", checkpoints) for pool in pools]
+        sets = [
+            self.features(pool, "sgd", checkpoints, of_pool=index == 0)
+            for index, pool in enumerate(pools)
+        ]
         for other in sets[1:]:
             check_pairs(sets[0], other)
         return [combine_checkpoints(s, learning_rates(s), checkpoints_used) for s in sets]
@@ -331,7 +352,7 @@ class GradientPipeline(ModelPipeline):
         self.check(pool, target, gradient=pool_gradient)
         checkpoints = self.checkpoints(pool)
         pool_sets = self.features(pool, pool_gradient, checkpoints)
-        target_sets = self.features(target, "sgd", checkpoints)
+        target_sets = self.features(target, "sgd", checkpoints, of_pool=False)
         check_pairs(pool_sets, target_sets)
         return pool_sets, target_sets
 

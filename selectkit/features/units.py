@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from selectkit.errors import ParamError, StoreError
 from selectkit.executors import Report, Worker, counting
-from selectkit.features.featurize import DEFAULT_LORA, FeaturizeConfig, featurize, tokenize_pool
+from selectkit.features.featurize import (
+    DEFAULT_LORA,
+    FeaturizeConfig,
+    View,
+    config_view,
+    featurize_views,
+    tokenize_pool,
+)
 from selectkit.models.lora import LoraSpec
 from selectkit.store import FeatureSet, FeatureStore
 
@@ -28,8 +35,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FeaturizeShard:
-    """Shard ``shard`` of the entries :func:`~selectkit.features.featurize.featurize` fills
-    for these arguments; returns the entries' ids."""
+    """Shard ``shard`` of the entries :func:`~selectkit.features.featurize.featurize_views`
+    fills for these arguments; returns the entries' ids, per view."""
 
     pool: Pool
     model: str
@@ -38,6 +45,7 @@ class FeaturizeShard:
     lora: LoraSpec | None
     param_names: tuple[str, ...] | None
     config: FeaturizeConfig
+    views: tuple[View, ...]
     store_root: str
     file_bytes: int
     shard: tuple[int, int]
@@ -47,11 +55,12 @@ class FeaturizeShard:
     def label(self) -> str:
         return f"featurize shard {self.shard[0]}/{self.shard[1]}"
 
-    def run(self, worker: Worker, report: Report) -> list[str]:
+    def run(self, worker: Worker, report: Report) -> list[list[str]]:
         loaded = worker.host.shared_model(self.model, self.model_options)
-        entries = featurize(
+        entries = featurize_views(
             self.pool,
             loaded,
+            views=self.views,
             tokens=_tokens(worker, self.pool, loaded, self.config),
             checkpoints=self.checkpoints,
             lora=self.lora,
@@ -62,7 +71,7 @@ class FeaturizeShard:
             progress=counting(report),
             host=worker.host,
         )
-        return [entry.id for entry in entries]
+        return [[entry.id for entry in entries[view]] for view in self.views]
 
 
 def _tokens(
@@ -86,15 +95,17 @@ def featurize_on(
     lora: LoraSpec | None = DEFAULT_LORA,
     param_names: Sequence[str] | None = None,
     config: FeaturizeConfig | None = None,
+    views: Sequence[View] = (),
     store: FeatureStore,
     progress: bool = True,
-) -> list[FeatureSet]:
-    """:func:`~selectkit.features.featurize.featurize` split into one shard per worker of
-    ``executor`` (which must not be in-process: there, call ``featurize`` with the loaded
-    model); the entries, complete, as the store holds them."""
+) -> dict[View, list[FeatureSet]]:
+    """:func:`~selectkit.features.featurize.featurize_views` split into one shard per worker
+    of ``executor`` (which must not be in-process: there, call it with the loaded model);
+    each view's entries, complete, as the store holds them."""
     from selectkit.train.checkpoints import find_checkpoints
 
     config = config or FeaturizeConfig()
+    views = tuple(dict.fromkeys(views)) or (config_view(config),)
     if len(pool) == 0:
         raise ParamError("the pool is empty: there is nothing to featurize")
     folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
@@ -108,25 +119,30 @@ def featurize_on(
             lora=lora,
             param_names=tuple(param_names) if param_names is not None else None,
             config=config,
+            views=views,
             store_root=str(store.root.resolve()),
             file_bytes=store.file_bytes,
             shard=(index, count),
-            size=_shard_size(len(pool), config.batch_size, index, count) * max(1, len(folders)),
+            size=_shard_size(len(pool), config.batch_size, index, count)
+            * max(1, len(folders))
+            * len(views),
         )
         for index in range(count)
     ]
     results: list[Any] = executor.run(units, label="featurize rows", progress=progress)
-    ids = results[0]
-    entries = []
-    for ident in ids:
-        entry = FeatureSet(store.root / ident)
-        if any(result != ids for result in results) or not entry.complete:
-            raise StoreError(
-                f"the workers' shards of feature set {ident[:12]} did not complete it; run the "
-                "same command again to fill what is missing"
-            )
-        entries.append(entry)
-    return entries
+    found: dict[View, list[FeatureSet]] = {}
+    for number, view in enumerate(views):
+        ids = results[0][number]
+        found[view] = []
+        for ident in ids:
+            entry = FeatureSet(store.root / ident)
+            if any(result != results[0] for result in results) or not entry.complete:
+                raise StoreError(
+                    f"the workers' shards of feature set {ident[:12]} did not complete it; run "
+                    "the same command again to fill what is missing"
+                )
+            found[view].append(entry)
+    return found
 
 
 def _shard_size(rows: int, block_rows: int, index: int, count: int) -> int:

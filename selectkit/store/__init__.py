@@ -41,7 +41,7 @@ from selectkit.store.layout import (
     key_id,
 )
 from selectkit.store.problems import BrokenEntry, repair_hint
-from selectkit.store.root import FILE_BYTES, FeatureStore
+from selectkit.store.root import FILE_BYTES, FeatureStore, FillRequest
 
 __all__ = [
     "CHECKSUMS",
@@ -52,6 +52,7 @@ __all__ = [
     "Check",
     "FeatureSet",
     "FeatureStore",
+    "FillRequest",
     "Layout",
     "RowStatus",
     "canonical_key",

@@ -4,14 +4,15 @@ and clearing what killed processes left."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ from selectkit.store.problems import (
 
 #: One block as a featurizer computes it: its rows, their status codes, and the layout's columns.
 Block = tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FillRequest:
+    """One entry of :meth:`FeatureStore.fill_together`: its key, layout and creation meta."""
+
+    key: Mapping[str, Any]
+    layout: Layout
+    meta: Mapping[str, Any] | None = None
+
+
 FILE_BYTES = 1 << 30
 _ID = re.compile(r"[0-9a-f]{64}")
 _LEFTOVER = (".tmp-", ".rm-")
@@ -187,32 +199,66 @@ class FeatureStore:
         rows are done (those found done at once, then each block's as it is written), for one
         bar over many shards and processes.
         """
+        (features,) = self.fill_together(
+            [FillRequest(key, layout, meta)],
+            lambda layout, block, wanted: [compute(layout, block)],
+            shard=shard,
+            progress=progress,
+        )
+        return features
+
+    def fill_together(
+        self,
+        requests: Sequence[FillRequest],
+        compute: Callable[[Layout, int, list[int]], Sequence[Block]],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        progress: bool | Callable[[int], None] = False,
+    ) -> list[FeatureSet]:
+        """:meth:`fill` for several entries whose rows come from one computation per block
+        (views of one pass: gradient types, projections). ``compute(layout, block, wanted)``
+        gives the blocks of the requests at positions ``wanted``, in that order; each block is
+        computed once for every entry that still needs it. The requests' layouts must share
+        the row order (their pass's); entries made earlier with another block size are filled
+        in a pass of their own. ``progress`` counts rows of every entry."""
         from tqdm.auto import tqdm
 
-        features = self.open(key, layout, meta=meta, keep_block_rows=True)
-        layout = features.layout
+        entries = [self.open(r.key, r.layout, meta=r.meta, keep_block_rows=True) for r in requests]
         report = progress if callable(progress) else None
-        if features.complete:
-            if report:
-                report(shard_row_count(layout, shard))
-            return features  # only read: no claim, no lock, no write access needed
-        with features.claim(shard):
-            pending = features.pending_blocks(shard)
-            if report:
-                waiting = sum(len(layout.block_rows_of(block)) for block in pending)
-                report(shard_row_count(layout, shard) - waiting)
-            started = time.perf_counter()
-            label = f"features {features.id[:12]} shard {shard[0]}/{shard[1]}"
-            bar = progress is True
-            for block in tqdm(pending, desc=label, unit="block", disable=not bar):
-                features.write_block(block, *compute(layout, block))
+        passes: dict[int, list[int]] = {}
+        for index, features in enumerate(entries):
+            if features.complete:
                 if report:
-                    report(len(layout.block_rows_of(block)))
-            if pending:
+                    report(shard_row_count(features.layout, shard))
+            else:
+                passes.setdefault(features.layout.block_rows, []).append(index)
+        for members in passes.values():
+            layout = entries[members[0]].layout
+            with contextlib.ExitStack() as held:
+                for index in members:
+                    held.enter_context(entries[index].claim(shard))
+                pending = {index: set(entries[index].pending_blocks(shard)) for index in members}
+                if report:
+                    for index in members:
+                        waiting = sum(len(layout.block_rows_of(b)) for b in pending[index])
+                        report(shard_row_count(layout, shard) - waiting)
+                blocks = sorted(set().union(*pending.values()))
+                started = time.perf_counter()
+                label = f"features {entries[members[0]].id[:12]} shard {shard[0]}/{shard[1]}"
+                for block in tqdm(blocks, desc=label, unit="block", disable=progress is not True):
+                    wanted = [index for index in members if block in pending[index]]
+                    for index, computed in zip(wanted, compute(layout, block, wanted), strict=True):
+                        entries[index].write_block(block, *computed)
+                    if report:
+                        report(len(layout.block_rows_of(block)) * len(wanted))
                 elapsed = round(time.perf_counter() - started, 3)
-                features.update_meta({f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed})
-            features.finalize()
-        return features
+                for index in members:
+                    if pending[index]:
+                        entries[index].update_meta(
+                            {f"seconds_shard_{shard[0]}_of_{shard[1]}": elapsed}
+                        )
+                    entries[index].finalize()
+        return entries
 
     def _existing(self, key: Mapping[str, Any]) -> FeatureSet | None:
         """The checked, repaired entry of ``key``; ``None`` when there is none (any more)."""

@@ -50,7 +50,7 @@ def captured(monkeypatch, tmp_path) -> dict[str, Any]:
 
     stub = SimpleNamespace(model=object(), tokenizer=object())
     monkeypatch.setattr(Host, "load_model", lambda self, spec, options=None: stub)
-    monkeypatch.setattr("selectkit.features.featurize.featurize", stand_in("featurize"))
+    monkeypatch.setattr("selectkit.features.featurize.featurize_views", stand_in("featurize"))
     monkeypatch.setattr("selectkit.train.warmup.warmup", stand_in("warmup"))
     monkeypatch.setattr("selectkit.train.finetune.finetune", stand_in("finetune"))
     monkeypatch.setattr("selectkit.retraining.retrain", stand_in("retrain"))

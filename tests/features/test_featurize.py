@@ -66,7 +66,7 @@ def test_rows_are_the_projected_per_example_gradients_in_pool_order(pool, tmp_pa
     for item in tokenize_pool(pool, loaded.tokenizer, CONFIG):
         grads, _ = engine(pad_batch([item], loaded.tokenizer.pad_token_id))
         norms.append(float(grads.norm()))
-        projector_rows.append(featurizer_projector.projector.project(grads)[0])
+        projector_rows.append(featurizer_projector.projectors[0].project(grads)[0])
     expected = torch.stack(projector_rows).numpy()
     np.testing.assert_allclose(entry.read(0, len(pool)), expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(entry.column("grad_norm"), norms, rtol=1e-4)

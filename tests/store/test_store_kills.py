@@ -163,7 +163,7 @@ def test_featurize_killed_while_creating_and_while_finalizing(tmp_path, monkeypa
     # 3. The next run finishes it and leaves nothing behind: verify is clean.
     rerun = _cli(*featurize)
     assert rerun.exit_code == 0, rerun.output
-    assert f"{entry.id}  30 rows done of 30, complete" in rerun.output
+    assert f"{entry.id}  sgd  30 rows done of 30, complete" in rerun.output
     clean = _cli(*verify)
     assert clean.exit_code == 0 and clean.output == f"{entry.id[:12]}  OK\n"
     assert sorted(p.name for p in store.iterdir()) == [".claims", entry.id]
