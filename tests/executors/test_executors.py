@@ -89,7 +89,7 @@ def kill_part_way(root: Path, pids: Callable[[], list[int]]) -> dict[str, int]:
             for status_file in root.glob("*/status.npy"):
                 try:
                     status = np.load(status_file)
-                except (OSError, ValueError):
+                except (OSError, ValueError, EOFError):  # being created
                     continue
                 done = int((status == RowStatus.DONE).sum())
                 live = pids()
