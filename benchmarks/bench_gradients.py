@@ -112,8 +112,16 @@ def batches(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig):
     tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
     order = block_order(tokens)
     pad = featurizer.loaded.tokenizer.pad_token_id
+    device = featurizer.grads.device
     for start in range(0, len(order), config.batch_size):
-        yield pad_batch([tokens[i] for i in order[start : start + config.batch_size]], pad)
+        batch = pad_batch([tokens[i] for i in order[start : start + config.batch_size]], pad)
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def floor_seconds(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig) -> float:
@@ -128,6 +136,7 @@ def floor_seconds(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig) -
         )
         loss = next_token_losses(logits, next_labels).mean()
         torch.autograd.grad(loss, params)
+    synchronize(featurizer.grads.device)
     return time.perf_counter() - started
 
 
@@ -138,7 +147,12 @@ def reference_seconds(
     Returns the total seconds and the part spent projecting."""
     model = featurizer.loaded.model
     params = [p for p in model.parameters() if p.requires_grad]
-    projector = TrakProjector(featurizer.grads.dim, config.projection.dim, config.projection.seed)
+    projector = TrakProjector(
+        featurizer.grads.dim,
+        config.projection.dim,
+        config.projection.seed,
+        device=featurizer.grads.device,
+    )
     pad = featurizer.loaded.tokenizer.pad_token_id
     tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
     projecting = 0.0
@@ -147,12 +161,13 @@ def reference_seconds(
         nonlocal projecting
         started = time.perf_counter()
         projector.project(torch.stack(collected))
+        synchronize(featurizer.grads.device)
         projecting += time.perf_counter() - started
 
     started = time.perf_counter()
     collected = []
     for item in tokens:
-        batch = pad_batch([item], pad)
+        batch = {k: v.to(featurizer.grads.device) for k, v in pad_batch([item], pad).items()}
         logits = model(input_ids=batch["input_ids"]).logits
         loss = response_losses(logits, batch["labels"])[0]
         grads = torch.autograd.grad(loss, params)
@@ -162,6 +177,7 @@ def reference_seconds(
             collected = []
     if collected:
         project(collected)
+    synchronize(featurizer.grads.device)
     return time.perf_counter() - started, projecting
 
 
@@ -169,7 +185,7 @@ def exact_gradients(featurizer: Featurizer, pool: Pool, config: FeaturizeConfig)
     tokens = tokenize_pool(pool, featurizer.loaded.tokenizer, config)
     pad = featurizer.loaded.tokenizer.pad_token_id
     rows = [featurizer.grads(pad_batch([t], pad))[0][0] for t in tokens]
-    return torch.stack(rows).double().numpy()
+    return torch.stack(rows).double().cpu().numpy()
 
 
 def prepared(args: argparse.Namespace) -> tuple[str, LoraSpec, object]:
