@@ -11,6 +11,7 @@ their loaded models.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -170,13 +171,11 @@ class LocalProcesses(Executor):
         """Stop every worker: an idle one is told to, a busy one (an error or Ctrl-C left it
         mid-unit) is killed; what it stored so far is resumed by the next run."""
         for proc in self._live:
-            try:
+            with contextlib.suppress(OSError):  # a worker that died meanwhile
                 if proc.unit is None:
                     proc.conn.send(None)
                 else:
                     proc.process.kill()
-            except OSError:
-                pass
         for proc in self._live:
             try:
                 proc.process.wait(timeout=10)

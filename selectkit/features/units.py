@@ -130,13 +130,13 @@ def featurize_on(
         for index in range(count)
     ]
     results: list[Any] = executor.run(units, label="featurize rows", progress=progress)
+    agreed = all(result == results[0] for result in results)
     found: dict[View, list[FeatureSet]] = {}
     for number, view in enumerate(views):
-        ids = results[0][number]
         found[view] = []
-        for ident in ids:
+        for ident in results[0][number]:
             entry = FeatureSet(store.root / ident)
-            if any(result != results[0] for result in results) or not entry.complete:
+            if not agreed or not entry.complete:
                 raise StoreError(
                     f"the workers' shards of feature set {ident[:12]} did not complete it; run "
                     "the same command again to fill what is missing"
