@@ -27,6 +27,7 @@ from selectkit.features.pipeline import (
     check_pairs,
     learning_rates,
 )
+from selectkit.features.statistics import StatisticsConfig, token_statistics, without_instruction
 from selectkit.markers import hookimpl
 from selectkit.methods import Context, Method
 from selectkit.resources import check_memory
@@ -67,6 +68,7 @@ __all__ = [
     "RowParams",
     "RowSource",
     "Scores",
+    "StatisticsConfig",
     "Weights",
     "check_memory",
     "check_pairs",
@@ -78,4 +80,6 @@ __all__ = [
     "row_mean",
     "score_pool",
     "similarity_matrix",
+    "token_statistics",
+    "without_instruction",
 ]

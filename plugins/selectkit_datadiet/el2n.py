@@ -4,15 +4,23 @@ one-hot label, early in training.
 Paul, Ganguli and Dziugaite (2021), "Deep Learning on a Data Diet: Finding Important Examples
 Early in Training" (NeurIPS). The score is averaged over several model states (the paper:
 initializations; here: the warmup checkpoints) and, for a language model, over the response
-tokens; the highest scores are kept. It needs forward passes only.
+tokens; the highest scores are kept. It needs forward passes only, whose statistics the store
+keeps: a second run reads them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from selectkit.compute.token_stats import el2n_scores
-from selectkit.sdk import Context, Method, ModelParams, ModelPipeline, Pool, Scores
+from selectkit.sdk import (
+    Context,
+    Method,
+    ModelParams,
+    ModelPipeline,
+    Pool,
+    Scores,
+    StatisticsConfig,
+)
 
 
 class EL2N(Method):
@@ -28,19 +36,11 @@ class EL2N(Method):
         pipeline = ModelPipeline(params, context)
         pipeline.check(pool)
         checkpoints = pipeline.checkpoints(pool)
-        loaded = pipeline.loaded
-        tokens = pipeline.tokens(pool)
-        pad = loaded.tokenizer.pad_token_id
-        per_checkpoint = []
-        for folder in checkpoints:
-            with loaded.adapted(folder) as adapted:
-                per_checkpoint.append(
-                    el2n_scores(
-                        adapted.model,
-                        tokens,
-                        pad,
-                        batch_size=params.batch_size,
-                        progress=context.progress,
-                    )
-                )
+        # Blocks of consecutive records, the batches EL2N has always run in: the same scores
+        # to the last bit (batches of similar length would change them there).
+        config = StatisticsConfig(
+            batch_size=params.batch_size, max_length=params.max_length, order="pool"
+        )
+        entries = pipeline.statistics(pool, checkpoints, config)
+        per_checkpoint = [entry.column("el2n").astype(np.float64) for entry in entries]
         return Scores(np.mean(per_checkpoint, axis=0))

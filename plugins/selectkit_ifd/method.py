@@ -16,21 +16,21 @@ it is, ranks by IFD almost as well (``scorer=base``, the default: e.g. ``model=g
 
 Both losses cover what training counts as the response: under a chat template the response and
 its end-of-turn tokens, alone the response and EOS. Records with no instruction (raw text) have
-no IFD; they are ruled out, and a pool of raw text only is refused before any model loads.
+no IFD; they are ruled out, and a pool of raw text only is refused before any model loads. Both
+losses are forward-only statistics the store keeps
+(:func:`~selectkit.features.statistics.token_statistics`): a second run reads them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
 from selectkit.errors import RecordError
-from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.sdk import (
     Context,
     Method,
@@ -40,9 +40,9 @@ from selectkit.sdk import (
     Pool,
     Record,
     Scores,
+    StatisticsConfig,
+    without_instruction,
 )
-from selectkit.train.common import pad_token_id
-from selectkit.train.evaluate import example_losses
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,17 @@ class IFD(Method):
                 "of the pool has one (raw text only)"
             )
         pipeline = ModelPipeline(p, context)
-        pipeline.check(pool, without_instruction(pool), checkpoints=p.scorer == "warmup")
-        loaded = pipeline.loaded
-        checkpoint = pipeline.checkpoints(pool)[-1] if p.scorer == "warmup" else None
-        with loaded.adapted(checkpoint) as adapted:
-            ifd = ifd_scores(
-                adapted.model, loaded.tokenizer, pool, p.max_length, p.batch_size, context.progress
-            )
+        alone = without_instruction(pool)
+        pipeline.check(pool, alone, checkpoints=p.scorer == "warmup")
+        checkpoints = pipeline.checkpoints(pool)[-1:] if p.scorer == "warmup" else []
+        # Blocks of similar length, each pass in its own: the batches IFD has always run in.
+        config = StatisticsConfig(batch_size=p.batch_size, max_length=p.max_length)
+        losses = []
+        for examples, records in (("whole", pool), ("response", alone)):
+            settings = replace(config, examples=examples)
+            (entry,) = pipeline.statistics(pool, checkpoints, settings, examples=records)
+            losses.append(entry.column("loss").astype(np.float64))
+        ifd = ifd_scores(*losses, pool)
         ifd[~has_instruction] = 1.0
         eligible = has_instruction & (ifd <= p.max_ifd)
         reasons = [f"IFD > {p.max_ifd:g}"] if math.isfinite(p.max_ifd) else []
@@ -108,24 +112,10 @@ class IFD(Method):
         return Scores(ifd, eligible=eligible, ruled_out=" or ".join(reasons))
 
 
-def ifd_scores(
-    model: Any,
-    tokenizer: Any,
-    pool: Pool,
-    max_length: int,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> np.ndarray:
-    """``s(A | Q) / s(A)`` for every record, in pool order (float64). A record whose losses are
-    not finite and positive raises :class:`RecordError` naming it."""
-    with_instruction = tokenize_pool(pool, tokenizer, FeaturizeConfig(max_length=max_length))
-    without = tokenize_pool(
-        without_instruction(pool), tokenizer, FeaturizeConfig(max_length=max_length)
-    )
-    pad = pad_token_id(tokenizer)
-    run = {"batch_size": batch_size, "progress": progress}
-    conditioned = example_losses(model, with_instruction, pad, desc="IFD: s(A|Q)", **run)
-    direct = example_losses(model, without, pad, desc="IFD: s(A)", **run)
+def ifd_scores(conditioned: np.ndarray, direct: np.ndarray, pool: Sequence[Record]) -> np.ndarray:
+    """``s(A | Q) / s(A)`` for every record, from its response loss with its instruction
+    (``conditioned``) and alone (``direct``), in pool order (float64). A record whose losses
+    are not finite and positive raises :class:`RecordError` naming it."""
     bad = ~(np.isfinite(conditioned) & np.isfinite(direct) & (direct > 0))
     if bad.any():
         record = pool[int(np.flatnonzero(bad)[0])]
@@ -136,8 +126,3 @@ def ifd_scores(
             line=record.line,
         )
     return conditioned / direct
-
-
-def without_instruction(pool: Sequence[Record]) -> list[Record]:
-    """Each record's response alone, as raw text (``s(A)``), still naming its file and line."""
-    return [dataclasses.replace(record, prompt="", messages=None) for record in pool]

@@ -39,7 +39,8 @@ from selectkit.features.params import (
     PoolView,
     checkpoint_folders,
 )
-from selectkit.features.units import featurize_on
+from selectkit.features.statistics import StatisticsConfig, token_statistics
+from selectkit.features.units import featurize_on, statistics_on
 from selectkit.resources import check_memory
 from selectkit.rows import RowSource, combine_checkpoints
 from selectkit.store import FeatureSet, FeatureStore
@@ -226,6 +227,40 @@ class ModelPipeline:
 
     def _warmup_root(self) -> Path:
         return beside(self.store.root, "warmup")
+
+    def statistics(
+        self,
+        pool: Pool,
+        checkpoints: list[Path],
+        config: StatisticsConfig,
+        *,
+        examples: Sequence[Record] | None = None,
+    ) -> list[FeatureSet]:
+        """The forward-only statistics of ``pool`` at each checkpoint (the model as loaded
+        when there is none): read from the store, else computed, on the context's executor
+        when it has one. ``examples``: the records as :meth:`check` tokenized them for this
+        pass (``pool``, or its responses alone for ``config.examples='response'``)."""
+        if self.context.executor is not None:  # each worker loads the model and fills a shard
+            return statistics_on(
+                self.context.executor,
+                pool,
+                self.params.model,
+                self._model_options(),
+                checkpoints=checkpoints,
+                config=config,
+                store=self.store,
+                progress=self.context.progress,
+            )
+        return token_statistics(
+            pool,
+            self.loaded,
+            tokens=self.tokens(pool if examples is None else examples),
+            checkpoints=checkpoints,
+            config=config,
+            store=self.store,
+            progress=self.context.progress,
+            host=self.host,
+        )
 
 
 class GradientPipeline(ModelPipeline):

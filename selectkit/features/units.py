@@ -1,6 +1,7 @@
-"""Extraction passes as units of work: shard ``i`` of ``n`` of every entry a pass fills.
+"""Store passes as units of work: shard ``i`` of ``n`` of every entry a pass fills, for
+gradient features (:func:`featurize_on`) and forward-only statistics (:func:`statistics_on`).
 
-The driver (:func:`featurize_on`) never loads the model: each worker loads it once (its host's
+The driver never loads the model: each worker loads it once (its host's
 shared model), tokenizes the pool once, and fills its shard of every checkpoint's entry through
 :meth:`~selectkit.store.FeatureStore.fill`. The first worker to arrive creates an entry, the
 last to finish a shard finalizes it, and the bytes are those of a single-process run.
@@ -23,8 +24,10 @@ from selectkit.features.featurize import (
     featurize_views,
     tokenize_pool,
 )
+from selectkit.features.statistics import StatisticsConfig, statistics_tokens, token_statistics
 from selectkit.models.lora import LoraSpec
 from selectkit.store import FeatureSet, FeatureStore
+from selectkit.store.root import shard_rows
 
 if TYPE_CHECKING:
     from selectkit.data.examples import Tokenized
@@ -123,30 +126,104 @@ def featurize_on(
             store_root=str(store.root.resolve()),
             file_bytes=store.file_bytes,
             shard=(index, count),
-            size=_shard_size(len(pool), config.batch_size, index, count)
+            size=shard_rows(len(pool), config.batch_size, (index, count))
             * max(1, len(folders))
             * len(views),
         )
         for index in range(count)
     ]
     results: list[Any] = executor.run(units, label="featurize rows", progress=progress)
-    agreed = all(result == results[0] for result in results)
-    found: dict[View, list[FeatureSet]] = {}
-    for number, view in enumerate(views):
-        found[view] = []
-        for ident in results[0][number]:
-            entry = FeatureSet(store.root / ident)
-            if not agreed or not entry.complete:
-                raise StoreError(
-                    f"the workers' shards of feature set {ident[:12]} did not complete it; run "
-                    "the same command again to fill what is missing"
-                )
-            found[view].append(entry)
+    return {
+        view: _complete(store, [result[number] for result in results])
+        for number, view in enumerate(views)
+    }
+
+
+@dataclass(frozen=True)
+class StatisticsShard:
+    """Shard ``shard`` of the entries :func:`~selectkit.features.statistics.token_statistics`
+    fills for these arguments; returns the entries' ids."""
+
+    pool: Pool
+    model: str
+    model_options: ModelOptions
+    checkpoints: tuple[str, ...]
+    config: StatisticsConfig
+    store_root: str
+    file_bytes: int
+    shard: tuple[int, int]
+    size: int
+
+    @property
+    def label(self) -> str:
+        return f"statistics shard {self.shard[0]}/{self.shard[1]}"
+
+    def run(self, worker: Worker, report: Report) -> list[str]:
+        loaded = worker.host.shared_model(self.model, self.model_options)
+        key = ("statistics tokens", self.pool.content_fingerprint, loaded.spec, self.config)
+        if key not in worker.memo:
+            worker.memo[key] = statistics_tokens(self.pool, loaded.tokenizer, self.config)
+        entries = token_statistics(
+            self.pool,
+            loaded,
+            tokens=worker.memo[key],
+            checkpoints=self.checkpoints,
+            config=self.config,
+            store=FeatureStore(self.store_root, file_bytes=self.file_bytes),
+            shard=self.shard,
+            progress=counting(report),
+            host=worker.host,
+        )
+        return [entry.id for entry in entries]
+
+
+def statistics_on(
+    executor: Runner,
+    pool: Pool,
+    model: str,
+    model_options: ModelOptions,
+    *,
+    checkpoints: Sequence[str | Path] = (),
+    config: StatisticsConfig,
+    store: FeatureStore,
+    progress: bool = True,
+) -> list[FeatureSet]:
+    """:func:`~selectkit.features.statistics.token_statistics` split into one shard per
+    worker of ``executor`` (which must not be in-process: there, call it with the loaded
+    model); the entries, complete, as the store holds them."""
+    from selectkit.train.checkpoints import find_checkpoints
+
+    if len(pool) == 0:
+        raise ParamError("the pool is empty: there is nothing to run the model on")
+    folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
+    count = executor.workers
+    units = [
+        StatisticsShard(
+            pool=pool,
+            model=model,
+            model_options=model_options,
+            checkpoints=folders,
+            config=config,
+            store_root=str(store.root.resolve()),
+            file_bytes=store.file_bytes,
+            shard=(index, count),
+            size=shard_rows(len(pool), config.batch_size, (index, count)) * max(1, len(folders)),
+        )
+        for index in range(count)
+    ]
+    results: list[Any] = executor.run(units, label="statistics rows", progress=progress)
+    return _complete(store, results)
+
+
+def _complete(store: FeatureStore, per_worker: list[list[str]]) -> list[FeatureSet]:
+    """The entries every worker named (they must agree), each checked complete."""
+    found = []
+    for ident in per_worker[0]:
+        entry = FeatureSet(store.root / ident)
+        if any(ids != per_worker[0] for ids in per_worker) or not entry.complete:
+            raise StoreError(
+                f"the workers' shards of store entry {ident[:12]} did not complete it; run "
+                "the same command again to fill what is missing"
+            )
+        found.append(entry)
     return found
-
-
-def _shard_size(rows: int, block_rows: int, index: int, count: int) -> int:
-    """Rows in the blocks ``b % count == index`` of ``rows`` rows in blocks of ``block_rows``
-    (the progress bar's share; an entry made earlier with another block size is close)."""
-    blocks = -(-rows // block_rows)
-    return sum(min(block_rows, rows - b * block_rows) for b in range(index, blocks, count))

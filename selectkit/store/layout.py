@@ -59,7 +59,8 @@ class Layout:
 
     Block ``b`` covers pool rows ``order[b * block_rows:(b + 1) * block_rows]``; ``order``
     (default: pool order) lets the featurizer batch examples of similar length. ``columns``
-    names per-row float32 side values such as ``("loss", "grad_norm")``.
+    names per-row float32 side values such as ``("loss", "grad_norm")``. ``dim`` 0 makes an
+    entry of columns only, with no feature row (per-record statistics of a forward pass).
     """
 
     num_rows: int
@@ -72,8 +73,10 @@ class Layout:
     def __post_init__(self) -> None:
         for name in ("num_rows", "dim", "block_rows"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise StoreError(f"layout {name} must be a positive integer, got {value!r}")
+            least = 0 if name == "dim" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                kind = "a whole number >= 0" if name == "dim" else "a positive integer"
+                raise StoreError(f"layout {name} must be {kind}, got {value!r}")
             object.__setattr__(self, name, int(value))
         try:
             dtype = np.dtype(self.dtype).name
@@ -101,6 +104,8 @@ class Layout:
                 f"layout columns must be distinct names of letters, digits, '_', '.', '-': "
                 f"got {columns!r}"
             )
+        if self.dim == 0 and not columns:
+            raise StoreError("a layout of dim 0 (no feature rows) must have columns")
         object.__setattr__(self, "columns", columns)
 
     @property

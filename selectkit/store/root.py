@@ -115,9 +115,10 @@ class FeatureStore:
         return f"FeatureStore({str(self.root)!r})"
 
     def file_rows(self, layout: Layout) -> int:
-        """Rows per data file for ``layout``: whole blocks, about ``file_bytes`` each."""
+        """Rows per data file for ``layout``: whole blocks, about ``file_bytes`` each (one
+        file when rows have no bytes: an entry of columns only)."""
         per_block = layout.block_rows * layout.row_bytes
-        blocks = min(max(1, self.file_bytes // per_block), layout.num_blocks)
+        blocks = min(max(1, self.file_bytes // max(1, per_block)), layout.num_blocks)
         return blocks * layout.block_rows
 
     def find(self, key: Mapping[str, Any]) -> FeatureSet | None:
@@ -496,6 +497,14 @@ class FeatureStore:
 
 def shard_row_count(layout: Layout, shard: tuple[int, int]) -> int:
     """How many rows the blocks of ``shard`` (``b % n == i``) hold."""
+    return shard_rows(layout.num_rows, layout.block_rows, shard)
+
+
+def shard_rows(rows: int, block_rows: int, shard: tuple[int, int]) -> int:
+    """How many of ``rows`` rows, in blocks of ``block_rows``, the blocks of ``shard``
+    (``b % n == i``) hold: every block is full but the last."""
     index, count = check_shard(shard)
-    blocks = range(index, layout.num_blocks, count)
-    return sum(len(layout.block_rows_of(block)) for block in blocks)
+    blocks = -(-rows // block_rows)
+    full = len(range(index, blocks - 1, count))
+    last = (blocks - 1) % count == index
+    return full * block_rows + (rows - (blocks - 1) * block_rows if last else 0)

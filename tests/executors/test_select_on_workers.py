@@ -1,5 +1,6 @@
-"""A gradient method inside `select` extracts its features on worker processes when the run
-file asks for an executor, and selects exactly what it selects in one process."""
+"""A method inside `select` runs its store passes (gradient features, forward-only
+statistics) on worker processes when asked for an executor, and selects exactly what it
+selects in one process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 from click.testing import CliRunner
 
+from selectkit import ExecutorConfig, select
 from selectkit.cli import cli
 
 
@@ -39,3 +41,18 @@ def test_tracin_on_workers_from_a_run_file_selects_the_same(
         manifest = json.loads(out.with_suffix(".manifest.json").read_text())
         assert "executor" not in manifest["run"]  # where it ran is not what it computed
     assert outputs["processes"] == outputs["inprocess"]
+
+
+def test_forward_only_methods_on_workers_select_the_same(targeted, model_params, tmp_path):
+    """EL2N (at every warmup checkpoint) and IFD (its two passes) fill their statistics on
+    worker processes: the same scores, bit for bit, as in one process."""
+    pool, _ = targeted
+    runs = {"el2n": model_params, "ifd": {**model_params, "scorer": "warmup"}}
+    workers = ExecutorConfig(executor="processes", workers=2)
+    for method, params in runs.items():
+        alone = select(pool, method, 20, params=params, seed=0, cache_dir=tmp_path / "one")
+        split = select(
+            pool, method, 20, params=params, seed=0, cache_dir=tmp_path / "two", executor=workers
+        )
+        assert split.scores.tobytes() == alone.scores.tobytes(), method
+        assert split.indices.tolist() == alone.indices.tolist(), method

@@ -6,23 +6,27 @@ import json
 
 import numpy as np
 import pytest
-import selectkit_ifd.method as ifd_module
 import torch
 from click.testing import CliRunner
 from selectkit_ifd.method import IFDParams, ifd_scores
 
+import selectkit.features.statistics as statistics
 from selectkit import select
 from selectkit.api import load_model, load_pool
 from selectkit.cli import cli
 from selectkit.data.examples import tokenize_many
 from selectkit.data.pool import Pool, Record
 from selectkit.errors import BudgetError, ParamError, RecordError
+from selectkit.features.featurize import FeaturizeConfig, tokenize_pool
 from selectkit.features.params import ModelParams, WarmupRuns
 from selectkit.features.pipeline import ModelPipeline
+from selectkit.features.statistics import without_instruction
 from selectkit.host import get_host
 from selectkit.methods import Context
 from selectkit.models.lora import load_adapter
 from selectkit.params import build_params
+from selectkit.train.common import pad_token_id
+from selectkit.train.evaluate import example_losses
 
 TINY = {"model": "tiny-llama", "max_length": 128}
 
@@ -40,14 +44,26 @@ def _direct_loss(model, tokens) -> float:
     return float(np.mean(losses))
 
 
-def test_ifd_is_the_loss_with_the_instruction_over_the_loss_without():
+def _ifd_in_memory(model, tokenizer, pool, max_length, batch_size=16) -> np.ndarray:
+    """IFD as the method computed it before the store kept its losses: each pass in memory,
+    its examples longest first in batches of ``batch_size``."""
+    config = FeaturizeConfig(max_length=max_length)
+    pad = pad_token_id(tokenizer)
+    run = {"batch_size": batch_size}
+    conditioned = example_losses(model, tokenize_pool(pool, tokenizer, config), pad, **run)
+    alone = tokenize_pool(without_instruction(pool), tokenizer, config)
+    return conditioned / example_losses(model, alone, pad, **run)
+
+
+def test_ifd_is_the_loss_with_the_instruction_over_the_loss_without(tmp_path):
     loaded = load_model("tiny-llama")
     records = [
         Record(id="a", prompt="Convert 3 km to m.", response="3000 m"),
         Record(id="b", prompt="Reverse the word 'stone'. Answer briefly.", response="enots"),
         Record(id="c", prompt="hi", response="hello there, how are you today?"),
     ]
-    got = ifd_scores(loaded.model, loaded.tokenizer, records, max_length=64, batch_size=2)
+    params = {"model": "tiny-llama", "max_length": 64, "batch_size": 2, "max_ifd": float("inf")}
+    got = select(Pool(records), "ifd", 1, params=params, cache_dir=tmp_path).scores
     for k, record in enumerate(records):
         alone = Record(id=record.id, prompt="", response=record.response)
         with_q, without_q = tokenize_many([record, alone], loaded.tokenizer, max_length=64)
@@ -60,6 +76,25 @@ def test_ifd_is_the_loss_with_the_instruction_over_the_loss_without():
 def base_run(targeted, store_root):
     pool, _ = targeted
     return select(pool, "ifd", 15, params=TINY, seed=0, cache_dir=store_root)
+
+
+def test_scores_are_bit_identical_to_the_in_memory_computation(targeted, base_run):
+    pool, _ = targeted
+    model = load_model("tiny-llama")
+    expected = _ifd_in_memory(model.model, model.tokenizer, pool, max_length=128)
+    np.testing.assert_array_equal(base_run.scores, expected)
+
+
+def test_a_second_run_reads_both_losses_from_the_store(targeted, base_run, monkeypatch):
+    pool, _ = targeted
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran although the store holds the losses")
+
+    monkeypatch.setattr(statistics, "forward_statistics", no_model)
+    again = select(pool, "ifd", 15, params=TINY, seed=0)
+    np.testing.assert_array_equal(again.scores, base_run.scores)
+    np.testing.assert_array_equal(again.indices, base_run.indices)
 
 
 def test_the_selection_is_the_highest_ifd_among_records_at_most_one(targeted, base_run):
@@ -115,8 +150,8 @@ def test_scorer_warmup_scores_with_the_last_warmup_checkpoint(targeted, model_pa
     last = ModelPipeline(scorer, Context(host=get_host())).checkpoints(pool)[-1]
     loaded = load_model("tiny-llama")
     model = load_adapter(loaded.model, last)
-    expected = ifd_scores(model, loaded.tokenizer, pool, max_length=128)
-    np.testing.assert_allclose(selection.scores, expected, rtol=1e-6)
+    expected = _ifd_in_memory(model, loaded.tokenizer, pool, max_length=128)
+    np.testing.assert_array_equal(selection.scores, expected)
     base = select(pool, "ifd", 10, params={**TINY, "max_ifd": float("inf")}, seed=0)
     assert not np.allclose(selection.scores, base.scores)  # the warmup changed the scorer
 
@@ -140,17 +175,22 @@ def test_a_non_finite_loss_names_the_record(monkeypatch, tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     pool = load_pool(path)
-    real = ifd_module.example_losses
-
-    def nan_for_the_second(model, examples, pad, **kwargs):
-        losses = real(model, examples, pad, **kwargs)
-        losses[1] = np.nan
-        return losses
-
-    monkeypatch.setattr(ifd_module, "example_losses", nan_for_the_second)
+    losses = np.array([1.0, 2.0, 3.0])
     with pytest.raises(RecordError, match="IFD is undefined") as caught:
-        select(pool, "ifd", 1, params=TINY)
-    assert str(caught.value).startswith(f"{path}:2: IFD is undefined")
+        ifd_scores(losses, np.array([1.0, np.nan, 0.0]), pool)
+    assert str(caught.value).startswith(f"{path}:2: IFD is undefined: response loss nan alone")
+    with pytest.raises(RecordError, match=rf"^{path}:3: .* loss 0.0 alone, 3.0 with"):
+        ifd_scores(losses, np.array([1.0, 2.0, 0.0]), pool)
+    real = statistics.forward_statistics
+
+    def infinite(model, batch):
+        values = real(model, batch)
+        return {**values, "loss": torch.full_like(values["loss"], float("inf"))}
+
+    monkeypatch.setattr(statistics, "forward_statistics", infinite)
+    with pytest.raises(RecordError, match="IFD is undefined") as caught:
+        select(pool, "ifd", 1, params=TINY, cache_dir=tmp_path / "cache")
+    assert str(caught.value).startswith(f"{path}:1: IFD is undefined: response loss inf alone")
 
 
 def test_ifd_from_the_command_line(tmp_path):
