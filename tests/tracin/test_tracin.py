@@ -13,7 +13,7 @@ def test_tracin_equals_a_brute_force_sum_of_inner_products(targeted, gradient_pa
     pool, target = targeted
     selection = select(pool, "tracin", 15, target=target, params=gradient_params, seed=0)
     entries = FeatureStore(store_root).entries()
-    sgd = [e for e in entries if e.key["gradient"]["kind"] == "sgd"]
+    sgd = [e for e in entries if e.key.get("gradient", {}).get("kind") == "sgd"]
     by_checkpoint: dict[str, dict[int, object]] = {}
     for entry in sgd:
         by_checkpoint.setdefault(entry.meta["checkpoint"]["path"], {})[entry.num_rows] = entry

@@ -29,7 +29,7 @@ def sgd_sets(cache_dir: str, num_rows: int, dim: int) -> list[FeatureSet]:
     entries = [
         e
         for e in FeatureStore(cache_dir).entries()
-        if e.key["gradient"]["kind"] == "sgd" and e.num_rows == num_rows and e.dim == dim
+        if e.key.get("gradient", {}).get("kind") == "sgd" and (e.num_rows, e.dim) == (num_rows, dim)
     ]
     return sorted(entries, key=lambda e: e.meta["checkpoint"]["path"])
 
