@@ -87,7 +87,7 @@ def select(
         costs=pool.costs,
         group_codes=codes,
         group_names=group_names,
-        id_positions={rid: i for i, rid in enumerate(pool.ids)},
+        id_positions=pool.id_positions,
     )
     solver_obj = None
     if solver is not None:
@@ -133,7 +133,7 @@ def select(
     group_weights = objective.group_weights if isinstance(objective, Weights) else None
     if weights is None and isinstance(objective, Weights) and group_weights is None:
         weights = objective.values[indices]
-    ids = [pool[i].id for i in indices.tolist()]
+    ids = pool.ids_of(indices)
     timings = {
         "checks_s": checked - started,
         "method_s": scored - checked,
@@ -237,11 +237,21 @@ def load_pool(
     options: LoadOptions | None = None,
     *,
     host: Host | None = None,
+    columnar: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
     **option_overrides: Any,
 ) -> Pool:
-    """Read ``source`` into a :class:`Pool` (:func:`selectkit.data.load.load_pool`), with the
-    process-wide host unless given one."""
-    return load.load_pool(source, options, host=host or get_host(), **option_overrides)
+    """Read ``source`` into a :class:`Pool` (:func:`selectkit.data.load.load_pool`; with
+    ``columnar``, read on demand from a file cached beside the store at ``cache_dir``), with
+    the process-wide host unless given one."""
+    return load.load_pool(
+        source,
+        options,
+        host=host or get_host(),
+        columnar=columnar,
+        cache_dir=cache_dir,
+        **option_overrides,
+    )
 
 
 def load_records_from_list(

@@ -70,7 +70,16 @@ def cli(debug: bool) -> None:
     type=click.IntRange(min=0),
     help="Processes; 0 = all.",
 )
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(), help="Output JSONL (or dataset folder)."
+)
+@click.option(
+    "--out-format",
+    type=click.Choice(["jsonl", "hf"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl, or hf: a saved Hugging Face dataset (datasets.load_from_disk reads it).",
+)
 @click.option("--scores-out", type=click.Path(dir_okay=False), help="Per-record scores JSONL.")
 @click.option(
     "--allow-empty", is_flag=True, help="Write an empty selection instead of failing on one."
@@ -89,7 +98,7 @@ def select_command(**kw: Any) -> None:
     complete; until then (and if anything fails) the previous files are left as they were.
     """
     from selectkit.api import check_budget_unit, load_pool, select
-    from selectkit.output import SelectionOutputs, output_paths
+    from selectkit.output import SelectionOutputs, output_folders, output_paths
     from selectkit.params import build_params, parse_assignments
     from selectkit.publish import check_paths
     from selectkit.solvers.budget import Budget, Constraints
@@ -112,15 +121,19 @@ def select_command(**kw: Any) -> None:
     inputs = input_paths(given, {**params, **solver_params})
     check_paths(
         inputs=inputs,
-        files=output_paths(kw["out"], kw["scores_out"]),
-        folders={"--cache-dir": kw["cache_dir"]} if kw["cache_dir"] else {},
+        files=output_paths(kw["out"], kw["scores_out"], kw["out_format"]),
+        folders={
+            **({"--cache-dir": kw["cache_dir"]} if kw["cache_dir"] else {}),
+            **output_folders(kw["out"], kw["out_format"]),
+        },
     )
-    with SelectionOutputs(kw["out"], kw["scores_out"]) as outputs:
+    with SelectionOutputs(kw["out"], kw["scores_out"], out_format=kw["out_format"]) as outputs:
         options = load_options(kw, kw["group_by"])
-        pool = load_pool(kw["pool_path"], options, host=host)
+        cached = {"host": host, "columnar": True, "cache_dir": kw["cache_dir"]}
+        pool = load_pool(kw["pool_path"], options, **cached)
         target = None
         if kw["target_path"]:
-            target = load_pool(kw["target_path"], load_options(kw, None), host=host)
+            target = load_pool(kw["target_path"], load_options(kw, None), **cached)
         _report_skipped(kw["pool_path"], pool, kw["quiet"])
         if target is not None:
             _report_skipped(kw["target_path"], target, kw["quiet"])

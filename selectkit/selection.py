@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +34,26 @@ class Selection:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def records(self, pool: Pool) -> list[Record]:
-        """The selected records of ``pool``, in selection order."""
+    def check_pool(self, pool: Pool) -> None:
+        """Refuse a pool other than the one this selection was made on."""
         if pool.fingerprint != self.manifest["pool"]["fingerprint"]:
             raise ValueError("this selection was made on a different pool (fingerprints differ)")
+
+    def records(self, pool: Pool) -> list[Record]:
+        """The selected records of ``pool``, in selection order (all in memory: to write them,
+        :meth:`Pool.json_lines` streams)."""
+        self.check_pool(pool)
         return [pool[i] for i in self.indices.tolist()]
 
     def group_shares(self, pool: Pool) -> dict[str | None, float]:
-        """Fraction of the selected records from each group."""
-        counts = Counter(pool[i].group for i in self.indices.tolist())
-        total = sum(counts.values())
-        return {group: count / total for group, count in counts.most_common()}
+        """Fraction of the selected records from each group, the largest first (ties in the
+        order the groups first appear in the selection)."""
+        codes, names = pool.group_codes()
+        picked = codes[self.indices]
+        total = len(picked)
+        if not total:
+            return {}
+        found, first, counts = np.unique(picked, return_index=True, return_counts=True)
+        order = np.lexsort((first, -counts))
+        table: list[str | None] = [*names, None]
+        return {table[int(found[k])]: int(counts[k]) / total for k in order}

@@ -30,7 +30,7 @@ else:  # the same parser, before it joined the standard library
     import tomli as tomllib
 
 #: Options that say where a run writes or how it reports, never part of what it computes.
-NOT_RECORDED = ("config", "out", "scores_out", "quiet", "jobs")
+NOT_RECORDED = ("config", "out", "out_format", "scores_out", "quiet", "jobs")
 #: Options that say where the work runs: a run file may set them, but a manifest does not
 #: record them, so repeating a run elsewhere never reaches for this machine's cluster.
 WHERE_IT_RAN = ("executor", "workers", "threads", "ray_address")

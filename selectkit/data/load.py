@@ -5,25 +5,25 @@ load (``on_error="raise"``, the default) or leaves the record out and is kept on
 ``Pool.skipped`` (``on_error="skip"``), so a long run never fails late on a record it could have
 rejected up front. A record's ``raw`` holds JSON values only (:mod:`selectkit.data.values`),
 so every record that loads can be written back.
+
+Rows are shaped as they are read (:mod:`selectkit.data.build`), into an in-memory pool or, for
+pools larger than memory, a columnar file cached by content (:mod:`selectkit.data.poolcache`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selectkit.data.fields import MISSING, field_names, get_field, is_empty, kind, text_value
+from selectkit.data.build import MemorySink, build, rows_digest
 from selectkit.data.formats import LoadOptions, RawRow, brief
-from selectkit.data.pool import Pool, Record
+from selectkit.data.pool import Pool
 from selectkit.data.readers import Rows
-from selectkit.data.shapes import Shape, detect_shape
-from selectkit.data.values import json_row
-from selectkit.errors import FormatError, ParamError, RecordError
+from selectkit.errors import FormatError, ParamError
 
 if TYPE_CHECKING:
     from selectkit.host import Host
@@ -36,6 +36,8 @@ def load_pool(
     options: LoadOptions | None = None,
     *,
     host: Host,
+    columnar: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
     **option_overrides: Any,
 ) -> Pool:
     """Read ``source`` (a file, a saved dataset directory, or anything a plugin reads) into a
@@ -46,6 +48,13 @@ def load_pool(
     built-in reader picks the format by ``options.format`` or by the file's name. Costs are
     words, or tokens of the templated example when ``options.tokenizer`` is set (a spec for
     the ``selectkit_load_tokenizer`` hook, or, from Python, a tokenizer object).
+
+    ``columnar`` reads the records into a columnar file in the cache beside the feature store
+    whose folder is ``cache_dir`` (default: ``SELECTKIT_CACHE_DIR`` or the user cache), once
+    per input content and reading options, and returns a
+    :class:`~selectkit.data.columnar.ColumnarPool` over it, which reads texts on demand: for
+    pools larger than memory. The records, ids, costs and fingerprints are those of the
+    in-memory pool.
     """
     options = _options(options, option_overrides, host)
     label = os.fspath(source)
@@ -64,7 +73,11 @@ def load_pool(
         raise FormatError(
             f"{path}: cannot be read to fingerprint it: {exc.strerror or brief(exc)}"
         ) from None
-    return _build(rows, options, host, path, origin, list(getattr(rows, "errors", [])))
+    if columnar:
+        from selectkit.data.poolcache import columnar_pool
+
+        return columnar_pool(rows, options, host, path, origin, cache_dir)
+    return build(rows, options, host, path, origin, MemorySink())
 
 
 def load_records_from_list(
@@ -80,22 +93,8 @@ def load_records_from_list(
     """
     options = _options(options, option_overrides, host)
     raw = Rows([RawRow(index, row) for index, row in enumerate(rows, start=1)], format="list")  # type: ignore[arg-type]
-    origin: dict[str, Any] = {"path": None, "sha256": _rows_digest(rows), "format": "list"}
-    return _build(raw, options, host, None, origin, [])
-
-
-def _rows_digest(rows: Sequence[Any]) -> str:
-    """SHA-256 of the rows' JSON, one line each; a row JSON cannot write (too deep, keys of
-    mixed types) counts by its position: the loader refuses or skips it anyway."""
-    digest = hashlib.sha256()
-    for position, row in enumerate(rows, start=1):
-        try:
-            line = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode()
-        except (RecursionError, TypeError, ValueError):  # ValueError: lone surrogates
-            line = f"<row {position}: not JSON>".encode()
-        digest.update(line)
-        digest.update(b"\n")
-    return digest.hexdigest()
+    origin: dict[str, Any] = {"path": None, "sha256": rows_digest(rows), "format": "list"}
+    return build(raw, options, host, None, origin, MemorySink())
 
 
 def hash_path(path: Path) -> str:
@@ -154,187 +153,3 @@ def _options(options: LoadOptions | None, overrides: dict[str, Any], host: Host)
         if not isinstance(value, str) or not value:
             raise ParamError(f"field map entry '{key}' must name a field in the data")
     return options
-
-
-def _located(err: RecordError, path: str | None, line: int | None) -> RecordError:
-    """``err`` with the path and line filled in where the raiser could not know them."""
-    if err.path is not None and err.line is not None:
-        return err
-    located = RecordError(
-        err.reason,
-        path=err.path if err.path is not None else path,
-        line=err.line if err.line is not None else line,
-        field=err.field,
-    )
-    located.__cause__ = err.__cause__
-    return located
-
-
-def _record_id(data: Mapping[str, Any], options: LoadOptions, position: int) -> str:
-    value = get_field(data, options.id_field) if options.id_field else MISSING
-    if value is MISSING:
-        return str(position)
-    text = text_value(value)
-    if text is None or is_empty(text):
-        what = "empty" if text is not None or value is None else kind(value)
-        raise RecordError(
-            f"the id is {what}; ids must be non-empty text or numbers (or drop the field to "
-            "number records by position)",
-            field=options.id_field,
-        )
-    return text
-
-
-def _group(data: Mapping[str, Any], options: LoadOptions) -> str | None:
-    name = options.group_field
-    if not name:
-        return None
-    value = get_field(data, name)
-    if value is MISSING:
-        raise RecordError(
-            f"missing (the group field); this row has: {', '.join(field_names(data))}",
-            field=name,
-        )
-    text = text_value(value)
-    if text is None or is_empty(text):
-        what = "empty" if text is not None or value is None else kind(value)
-        raise RecordError(
-            f"the group is {what}; groups must be non-empty text or numbers", field=name
-        )
-    return text
-
-
-def _no_shape(data: Mapping[str, Any], shapes: Mapping[str, type[Shape]]) -> RecordError:
-    have = ", ".join(field_names(data)) or "no fields"
-    return RecordError(
-        f"no record shape fits this row, which has: {have}. Name the shape with --shape "
-        f"({', '.join(shapes)}) and --field SHAPE_FIELD=YOUR_FIELD, or give --text-field "
-        "NAME to train on one text field"
-    )
-
-
-def _build(
-    rows: Sequence[Any],
-    options: LoadOptions,
-    host: Host,
-    path: str | None,
-    origin: dict[str, Any],
-    errors: list[RecordError],
-) -> Pool:
-    """Shape, identify, group and cost the rows: the one code path of every loader."""
-    skip = options.on_error == "skip"
-    convert = not getattr(rows, "json_values", False)
-
-    def fail(err: RecordError, line: int | None) -> None:
-        located = _located(err, path, line)
-        if not skip:
-            raise located from None
-        errors.append(located)
-
-    shapes = host.shapes
-    shape: Shape | None = shapes[options.shape]() if options.shape else None
-    records: list[Record] = []
-    first_line: dict[str, int | None] = {}
-    for position, row in enumerate(rows):
-        if isinstance(row, RawRow):
-            line, data = row.line, row.data
-        else:  # a plugin that returned plain dicts: number them by position
-            line, data = position + 1, row
-        try:
-            if not isinstance(data, Mapping):
-                raise RecordError(f"expected an object with fields, got {type(data).__name__}")
-            if convert:  # a plugin's or an in-memory row: JSON values only (values.py)
-                data = json_row(data)
-            if shape is None:
-                shape = detect_shape(data, options, shapes)
-                if shape is None:
-                    raise _no_shape(data, shapes)
-            parsed = shape.parse(data, options)
-            record_id = _record_id(data, options, position)
-            group = _group(data, options)
-        except RecordError as err:
-            fail(err, line)
-            continue
-        if record_id in first_line:
-            seen = first_line[record_id]
-            fail(
-                RecordError(
-                    f"duplicate id '{record_id}' (first used at line {seen}); ids must be unique",
-                    field=options.id_field,
-                ),
-                line,
-            )
-            continue
-        first_line[record_id] = line
-        records.append(
-            Record(
-                id=record_id,
-                prompt=parsed.prompt,
-                response=parsed.response,
-                group=group,
-                messages=parsed.messages,
-                raw=dict(data),
-                source=path,
-                line=line,
-            )
-        )
-    origin["shape"] = shape.name if shape is not None else options.shape
-
-    costs = response_costs = None
-    cost_unit = "words"
-    if options.tokenizer is not None and records:
-        records, costs, response_costs = _token_costs(records, options, host, fail)
-        cost_unit = "tokens"
-        origin["tokenizer"] = _tokenizer_name(options.tokenizer)
-
-    errors.sort(key=lambda e: (e.line is None, e.line or 0))
-    if not records:
-        where = path or "the list of rows"
-        if not errors:
-            raise FormatError(f"{where} has no records")
-        raise FormatError(
-            f"{where}: no usable records, all {len(errors)} failed; the first: {errors[0]}"
-        )
-    return Pool(
-        records,
-        costs,
-        response_costs=response_costs,
-        cost_unit=cost_unit,
-        origin=origin,
-        skipped=[str(e) for e in errors],
-    )
-
-
-def _tokenizer_name(tokenizer: Any) -> str:
-    if isinstance(tokenizer, str):
-        return tokenizer
-    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-
-
-def _token_costs(
-    records: list[Record], options: LoadOptions, host: Host, fail: Any
-) -> tuple[list[Record], list[int], list[int]]:
-    """Token counts of each kept record's templated example and of its response."""
-    from selectkit.data.examples import tokenize_many
-
-    tokenizer: Any = options.tokenizer
-    if isinstance(tokenizer, str):
-        tokenizer = host.load_tokenizer(tokenizer, trust_remote_code=options.trust_remote_code)
-    results = tokenize_many(
-        records,
-        tokenizer,
-        template=options.template,
-        max_length=options.max_length,
-        truncation=options.truncation,
-    )
-    kept: list[Record] = []
-    costs: list[int] = []
-    response_costs: list[int] = []
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, RecordError):
-            fail(result, record.line)
-            continue
-        kept.append(record)
-        costs.append(len(result.input_ids))
-        response_costs.append(result.response_length)
-    return kept, costs, response_costs

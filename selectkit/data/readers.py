@@ -535,33 +535,76 @@ def _check_source(path: Path) -> None:
         )
 
 
+class RowStream:
+    """The rows of a local file, read as they are iterated: what the built-in hook returns, so
+    a pool is built without ever holding every row. Like :class:`Rows` it tells which format
+    read the rows, their path, whether they hold JSON values only, and (once iterated) the
+    errors of the rows that were skipped. Iterating again reads the file again."""
+
+    def __init__(self, path: Path, fmt: Format, options: LoadOptions) -> None:
+        self._path = path
+        self._fmt = fmt
+        self._skip = options.on_error == "skip"
+        self.path = str(path)
+        self.format = fmt.name
+        self.json_values = fmt.json_values
+        self.errors: list[RecordError] = []
+
+    def __repr__(self) -> str:
+        return f"<{self.format} rows, read as the pool is built>"
+
+    def __iter__(self) -> Iterator[RawRow]:
+        errors = self.errors = []
+
+        def on_error(err: RecordError) -> None:
+            if not self._skip:
+                raise err
+            errors.append(err)
+
+        path, fmt = self._path, self._fmt
+        file_errors = arrow_errors() if "pyarrow" in sys.modules else FILE_ERRORS
+        rows = fmt.read(path, on_error)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except IsADirectoryError:
+                raise FormatError(
+                    f"{path} is a directory, which format '{fmt.name}' cannot read"
+                ) from None
+            except file_errors as exc:
+                raise unreadable(path, exc) from None
+            yield row
+
+
+def stream_rows(path: Path, options: LoadOptions, formats: dict[str, type[Format]]) -> RowStream:
+    """The rows of ``path``, read when iterated; what cannot be read at all (a missing path, a
+    device, an unknown format) is a :class:`FormatError` now, the rest as the rows are read."""
+    _check_source(path)
+    return RowStream(path, choose_format(path, options, formats), options)
+
+
 def read_rows(path: Path, options: LoadOptions, formats: dict[str, type[Format]]) -> Rows:
     """Read every row of ``path``; bad rows raise or, when ``options.on_error`` is "skip",
     are left out and kept on ``Rows.errors``. A file that cannot be read is a
     :class:`FormatError` naming it, whatever library failed."""
-    _check_source(path)
-    fmt = choose_format(path, options, formats)
-    errors: list[RecordError] = []
-
-    def on_error(err: RecordError) -> None:
-        if options.on_error != "skip":
-            raise err
-        errors.append(err)
-
-    file_errors = arrow_errors() if "pyarrow" in sys.modules else FILE_ERRORS
-    try:
-        rows = list(fmt.read(path, on_error))
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a directory, which format '{fmt.name}' cannot read") from None
-    except file_errors as exc:
-        raise unreadable(path, exc) from None
-    return Rows(rows, path=str(path), format=fmt.name, errors=errors, json_values=fmt.json_values)
+    stream = stream_rows(path, options, formats)
+    rows = list(stream)
+    return Rows(
+        rows,
+        path=stream.path,
+        format=stream.format,
+        errors=stream.errors,
+        json_values=stream.json_values,
+    )
 
 
 @hookimpl(trylast=True)
 def selectkit_load_records(
     source: str, options: LoadOptions, formats: dict[str, type[Format]]
-) -> list[RawRow] | None:
-    """Read a local file or directory with the first registered format that fits it."""
+) -> RowStream | None:
+    """Read a local file or directory with the first registered format that fits it, as the
+    loader iterates the rows (:class:`RowStream`)."""
     path = Path(os.path.expanduser(source))
-    return read_rows(path, options, formats)
+    return stream_rows(path, options, formats)

@@ -48,7 +48,7 @@ def test_a_big_result_is_abbreviated(traced, capsys, tmp_path):
     load_pool(path, host=traced)
     lines = _lines(capsys)
     (records,) = [line for line in lines if "selectkit_load_records(" in line]
-    assert records.endswith("-> Rows of 3000 RawRow")
+    assert records.endswith("-> <jsonl rows, read as the pool is built>")
     assert f"source={str(path)!r}" in records and "formats={'jsonl': JsonlFormat" in records
     assert all(len(line) <= TRACE_WIDTH + len("trace: ") for line in lines)
     assert sum(len(line) for line in lines) < 20_000

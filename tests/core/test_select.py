@@ -135,16 +135,15 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     pool = _pool()
     selection = select(pool, "longest", 5)
     out = tmp_path / "picked.jsonl"
-    real_dumps = json.dumps
-    calls = {"n": 0}
+    real_lines = Pool.json_lines
 
-    def failing_dumps(obj, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("disk full")
-        return real_dumps(obj, *args, **kwargs)
+    def failing_lines(self, indices):
+        for number, line in enumerate(real_lines(self, indices)):
+            if number == 2:
+                raise OSError("disk full")
+            yield line
 
-    monkeypatch.setattr(json, "dumps", failing_dumps)
+    monkeypatch.setattr(Pool, "json_lines", failing_lines)
     with pytest.raises(OSError, match="disk full"):
         write_selection(selection, pool, out)
     assert list(tmp_path.iterdir()) == []
