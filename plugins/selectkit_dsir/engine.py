@@ -21,8 +21,9 @@ weight)::
     weights = importance_log_weights(texts(), bucket_log_ratio(target, raw))
 
 ``HashedNgrams.fit_log_weights`` does all of it in one call and keeps the raw pass's bucket
-ids (about a byte per character, up to ``CACHE_BYTES``), so the weighting pass need not
-tokenize again; the ``dsir`` method uses it.
+ids (about a byte per character: up to ``CACHE_BYTES`` in memory, the rest in an unnamed
+temporary file), so the weighting pass never tokenizes again and reads the texts only once;
+the ``dsir`` method uses it.
 
 With ``hashing="reference"`` every process also keeps the SHA-256 buckets it has computed, in
 a table of up to 40 MB (see ``selectkit_dsir.hashing``); ``HashedNgrams.close`` frees the
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,7 +67,8 @@ DEFAULT_CHUNK_SIZE = 1024
 CHUNK_CHARS = 1 << 23
 # Characters per vectorized batch inside a task: the arrays then stay in the CPU caches.
 BATCH_CHARS = 1 << 17
-# Bucket ids kept between the raw pass and the weighting pass (see fit_log_weights).
+# Bucket ids kept in memory between the raw pass and the weighting pass; the rest go to a
+# temporary file (see fit_log_weights).
 CACHE_BYTES = 1 << 29
 # Arrays of ``num_buckets`` int64 or float64 values DSIR holds at its peak in the main process:
 # the target and raw counts, a counting task's counts and its two bincounts, and the log-ratio
@@ -159,6 +162,20 @@ class _ChunkBuckets:
     def nbytes(self) -> int:
         return self.unigrams.nbytes + self.bigrams.nbytes + self.doc_tokens.nbytes
 
+    def spill(self, handle: Any) -> _Spilled:
+        """Write the arrays at the end of ``handle``; where they are, to read them back."""
+        offset = handle.seek(0, os.SEEK_END)
+        for array in (self.unigrams, self.bigrams, self.doc_tokens):
+            handle.write(array.tobytes())
+        return _Spilled(
+            offset,
+            len(self.unigrams),
+            len(self.bigrams),
+            len(self.doc_tokens),
+            self.unigrams.dtype,
+            self.doc_tokens.dtype,
+        )
+
     def log_weights(self, log_ratio: np.ndarray, min_length: int) -> np.ndarray:
         """The same sums, in the same order, as ``BatchFeatures.dot`` gives ``_weight_task``."""
         n_docs = len(self.doc_tokens)
@@ -172,6 +189,31 @@ class _ChunkBuckets:
         if min_length > 0:
             weights[self.doc_tokens < min_length] = -np.inf
         return weights
+
+
+@dataclass(frozen=True)
+class _Spilled:
+    """Where a chunk's :class:`_ChunkBuckets` lie in the temporary file."""
+
+    offset: int
+    unigrams: int
+    bigrams: int
+    docs: int
+    dtype: np.dtype
+    tokens_dtype: np.dtype
+
+    def load(self, handle: Any) -> _ChunkBuckets:
+        width = self.dtype.itemsize
+        sizes = (
+            self.unigrams * width,
+            self.bigrams * width,
+            self.docs * self.tokens_dtype.itemsize,
+        )
+        data = os.pread(handle.fileno(), sum(sizes), self.offset)
+        unigrams = np.frombuffer(data, self.dtype, self.unigrams, 0)
+        bigrams = np.frombuffer(data, self.dtype, self.bigrams, sizes[0])
+        tokens = np.frombuffer(data, self.tokens_dtype, self.docs, sizes[0] + sizes[1])
+        return _ChunkBuckets(unigrams, bigrams, tokens)
 
 
 def _count_keep_task(
@@ -310,44 +352,35 @@ class HashedNgrams:
         """DSIR end to end: fit both bags of n-grams, then weight every raw text.
 
         The raw pass keeps every n-gram's bucket (2 bytes each up to 65,536 buckets, about
-        one byte per character of text) while they fit in ``cache_bytes``, so the weighting
-        pass reads only the chunks that did not fit; ``raw_texts`` must be re-iterable (a list,
-        say) unless all of them fit. Same results as ``counts`` then ``log_weights``.
+        one byte per character of text): in memory while they fit in ``cache_bytes``, the rest
+        in an unnamed temporary file (in ``TMPDIR``), read back a chunk at a time. So the raw
+        texts are read once, and may be any iterable. Same results as ``counts`` then
+        ``log_weights``.
         """
         target_counts = self.counts(target_texts, desc=f"{desc}: target n-grams")
         if not target_counts.any():
             raise EmptyTargetError("the target texts have no word tokens")
         raw_counts = np.zeros(self.num_buckets, dtype=np.int64)
-        kept: list[_ChunkBuckets | None] = []
-        sizes: list[int] = []
+        kept: list[_ChunkBuckets | _Spilled] = []
         used = 0
         total = len(raw_texts) if hasattr(raw_texts, "__len__") else None  # type: ignore[arg-type]
-        results = self._run(_count_keep_task, self._count_args, raw_texts, f"{desc}: raw", total)
-        for counts, buckets in results:
-            raw_counts += counts
-            sizes.append(len(buckets.doc_tokens))
-            fits = used + buckets.nbytes <= cache_bytes
-            kept.append(buckets if fits else None)
-            used += buckets.nbytes if fits else 0
-        ratio = bucket_log_ratio(target_counts, raw_counts, smoothing)
-        rest = np.zeros(0, dtype=np.float64)
-        if any(k is None for k in kept):
-            again = (
-                text
-                for keep, chunk in zip(kept, _chunks(raw_texts, self.chunk_size), strict=False)
-                if keep is None
-                for text in chunk
+        with tempfile.TemporaryFile() as spill:
+            results = self._run(
+                _count_keep_task, self._count_args, raw_texts, f"{desc}: raw", total
             )
-            rest = self.log_weights(again, ratio, min_length=min_length, desc=f"{desc}: weights")
-            if len(rest) != sum(n for n, keep in zip(sizes, kept, strict=True) if keep is None):
-                raise ValueError("raw_texts gave other texts the second time; pass a list")
-        parts, taken = [np.zeros(0, dtype=np.float64)], 0
-        for n_docs, keep in zip(sizes, kept, strict=True):
-            if keep is not None:
-                parts.append(keep.log_weights(ratio, int(min_length)))
-            else:
-                parts.append(rest[taken : taken + n_docs])
-                taken += n_docs
+            for counts, buckets in results:
+                raw_counts += counts
+                if used + buckets.nbytes <= cache_bytes:
+                    kept.append(buckets)
+                    used += buckets.nbytes
+                else:
+                    kept.append(buckets.spill(spill))
+            spill.flush()
+            ratio = bucket_log_ratio(target_counts, raw_counts, smoothing)
+            parts = [np.zeros(0, dtype=np.float64)]
+            for keep in kept:
+                buckets = keep.load(spill) if isinstance(keep, _Spilled) else keep
+                parts.append(buckets.log_weights(ratio, int(min_length)))
         return np.concatenate(parts)
 
     def _run(

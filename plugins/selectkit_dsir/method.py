@@ -8,15 +8,21 @@ under the pool, and let the solver resample (Gumbel top-k) or take the top weigh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Literal
 
+import numpy as np
+
 from selectkit.sdk import Context, LogWeights, Method, ParamError, Pool, check_memory
+from selectkit_dsir.chunks import HashConfig, fit_on
 from selectkit_dsir.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_NGRAMS,
     DEFAULT_NUM_BUCKETS,
     DEFAULT_SMOOTHING,
+    MIN_PARALLEL_CHARS,
     EmptyTargetError,
     HashedNgrams,
     memory_needed,
@@ -119,8 +125,9 @@ class DSIR(Method):
     Every record's log importance weight is ``sum_b count_b * (log p_target(b) - log p_raw(b))``
     over hashed unigram and bigram buckets, with ``p_target`` fit on the target set and
     ``p_raw`` on the pool. The solver then samples without replacement in proportion to the
-    weights (``sample=true``) or takes the top ones. Hashing runs on ``Context.n_jobs`` worker
-    processes and streams the pool in chunks.
+    weights (``sample=true``) or takes the top ones. Hashing streams the pool in chunks, on
+    ``Context.n_jobs`` worker processes, or, when the run has an executor, as units of work on
+    its workers (:mod:`selectkit_dsir.chunks`); the weights are the same bits either way.
 
     As in the paper and its reference code there is no length normalization: a weight sums over
     a record's n-grams, so its magnitude grows with length and very short records sit near 0.
@@ -135,7 +142,29 @@ class DSIR(Method):
         if target is None or len(target) == 0:
             raise ParamError("method 'dsir' needs a non-empty target set (--target FILE)")
         p: DSIRParams = self.params
-        chars = sum(map(len, target.texts)) + sum(map(len, pool.texts))
+        try:
+            values = self._log_weights(pool, target, context)
+        except EmptyTargetError:
+            raise ParamError("method 'dsir': the target set has no word tokens") from None
+        return LogWeights(values, sample=p.sample)
+
+    def _log_weights(self, pool: Pool, target: Pool, context: Context) -> np.ndarray:
+        p: DSIRParams = self.params
+        if context.executor is not None:
+            p.check_fits(0)
+            config = HashConfig(p.num_buckets, p.ngrams, p.hashing)
+            return fit_on(
+                context.executor,
+                target.texts,
+                pool,
+                config,
+                p.smoothing,
+                min_length=p.min_example_length,
+                progress=context.progress,
+            )
+        # Whether hashing is worth worker processes: count characters up to the threshold
+        # only, so a large pool is not read once just to be measured.
+        chars = _characters(chain(target.texts, pool.texts), MIN_PARALLEL_CHARS)
         try:
             workers = uses_workers(chars, context.n_jobs)
         except ValueError as exc:  # a negative n_jobs
@@ -149,14 +178,20 @@ class DSIR(Method):
             chunk_size=p.chunk_size,
             progress=context.progress,
         ) as engine:
-            try:
-                values = engine.fit_log_weights(
-                    target.texts,
-                    pool.texts,
-                    p.smoothing,
-                    min_length=p.min_example_length,
-                    desc="dsir",
-                )
-            except EmptyTargetError:
-                raise ParamError("method 'dsir': the target set has no word tokens") from None
-        return LogWeights(values, sample=p.sample)
+            return engine.fit_log_weights(
+                target.texts,
+                pool.texts,
+                p.smoothing,
+                min_length=p.min_example_length,
+                desc="dsir",
+            )
+
+
+def _characters(texts: Iterable[str], limit: int) -> int:
+    """The characters of ``texts``, counted until there are ``limit`` of them."""
+    total = 0
+    for text in texts:
+        total += len(text)
+        if total >= limit:
+            break
+    return total
