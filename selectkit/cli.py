@@ -98,6 +98,7 @@ def select_command(**kw: Any) -> None:
     complete; until then (and if anything fails) the previous files are left as they were.
     """
     from selectkit.api import check_budget_unit, load_pool, select
+    from selectkit.data.poolcache import pools_folder
     from selectkit.output import SelectionOutputs, output_folders, output_paths
     from selectkit.params import build_params, parse_assignments
     from selectkit.publish import check_paths
@@ -134,6 +135,11 @@ def select_command(**kw: Any) -> None:
         target = None
         if kw["target_path"]:
             target = load_pool(kw["target_path"], load_options(kw, None), **cached)
+        if not pool.by_reference and not kw["quiet"]:
+            echo(
+                f"note: the pool cache {pools_folder(kw['cache_dir'])} cannot be written, so "
+                "the pool is read into memory"
+            )
         _report_skipped(kw["pool_path"], pool, kw["quiet"])
         if target is not None:
             _report_skipped(kw["target_path"], target, kw["quiet"])

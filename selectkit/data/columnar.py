@@ -462,7 +462,7 @@ class ColumnarPool(Pool):
         """The records at ``indices``, in that order, as they were read (one JSON line each).
 
         One pass over the file in pool order copies the selected lines to an unnamed
-        temporary file beside the pool; they are then read back in the order asked. Memory
+        temporary file (in ``TMPDIR``); they are then read back in the order asked. Memory
         holds two numbers per selected record, whatever the selection's size or order."""
         import pyarrow as pa
 
@@ -475,7 +475,7 @@ class ColumnarPool(Pool):
         ordered = positions[order]
         starts = np.empty(len(positions), dtype=np.int64)
         lengths = np.empty(len(positions), dtype=np.int64)
-        with tempfile.TemporaryFile(dir=self._path.parent) as spill:
+        with tempfile.TemporaryFile() as spill:  # in TMPDIR: the cache may be read-only
             numbers = ordered // self._batch_rows
             bounds = np.flatnonzero(np.diff(numbers)) + 1
             offset = 0

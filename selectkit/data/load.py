@@ -54,7 +54,8 @@ def load_pool(
     per input content and reading options, and returns a
     :class:`~selectkit.data.columnar.ColumnarPool` over it, which reads texts on demand: for
     pools larger than memory. The records, ids, costs and fingerprints are those of the
-    in-memory pool.
+    in-memory pool. When the file is not cached yet and the cache cannot be written (a
+    read-only shared cache), the pool is read into memory instead.
     """
     options = _options(options, option_overrides, host)
     label = os.fspath(source)
@@ -76,7 +77,9 @@ def load_pool(
     if columnar:
         from selectkit.data.poolcache import columnar_pool
 
-        return columnar_pool(rows, options, host, path, origin, cache_dir)
+        pool = columnar_pool(rows, options, host, path, origin, cache_dir)
+        if pool is not None:
+            return pool
     return build(rows, options, host, path, origin, MemorySink())
 
 

@@ -32,7 +32,6 @@ from selectkit.data.columnar import (
     read_description,
 )
 from selectkit.data.formats import LoadOptions
-from selectkit.errors import OutputError
 from selectkit.publish import Publication
 
 if TYPE_CHECKING:
@@ -55,24 +54,24 @@ def columnar_pool(
     path: str,
     origin: dict[str, Any],
     cache_dir: str | os.PathLike[str] | None,
-) -> ColumnarPool:
+) -> ColumnarPool | None:
     """The pool of ``rows`` (read from ``path``) as a :class:`ColumnarPool`: the cached file
-    when this content was read with these options before, else a new one."""
+    when this content was read with these options before, else a new one; ``None`` when
+    there is none and the cache folder cannot be written (a read-only shared cache)."""
     tokenizer = options.tokenizer
     if isinstance(tokenizer, str):  # its definition is part of the key
         tokenizer = host.load_tokenizer(tokenizer, trust_remote_code=options.trust_remote_code)
     key = _key(rows, options, host, origin, tokenizer)
     folder = pools_folder(cache_dir)
-    made = _missing_folders(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create the pool cache {folder}: {exc.strerror or exc}; choose another "
-            "cache folder (--cache-dir or SELECTKIT_CACHE_DIR)"
-        ) from None
     arrow = folder / f"{key}.arrow"
     if read_description(arrow) is None:
+        made = _missing_folders(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return None
         try:
             _convert(rows, options, host, path, origin, arrow, tokenizer)
         except BaseException:

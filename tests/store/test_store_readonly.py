@@ -93,3 +93,30 @@ def test_a_write_into_a_read_only_store_is_a_store_error(tmp_path, read_only):
         features.write_block(0, np.ones((2, 2)), np.full(2, RowStatus.DONE, np.uint8))
     with store.claim_request({"k": 1}, (0, 1)):  # no claim is taken where nothing can be written
         pass
+
+
+def test_select_reads_its_pool_from_a_read_only_cache_or_into_memory(tmp_path, read_only):
+    rows = make_records(3, seed=4)
+    for name, part in (("seen", rows[:20]), ("new", rows[20:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    cache = tmp_path / "cache"
+
+    def select(name: str, out: str):
+        args = ["select", "-m", "random", "-b", "5", "--pool", str(tmp_path / f"{name}.jsonl")]
+        return CliRunner().invoke(
+            cli, [*args, "--out", str(tmp_path / out), "--cache-dir", str(cache)]
+        )
+
+    first = select("seen", "first.jsonl")
+    assert first.exit_code == 0, first.output
+    before = _listing(cache)
+    assert any(path.endswith(".arrow") for path in before)
+    read_only(cache)
+    cached = select("seen", "again.jsonl")  # the pool read before is read from the cache
+    assert cached.exit_code == 0 and "note:" not in cached.output, cached.output
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "first.jsonl").read_text()
+    new = select("new", "picked-new.jsonl")  # a new pool cannot be cached: it is read into memory
+    assert new.exit_code == 0, new.output
+    assert f"note: the pool cache {cache / 'pools'} cannot be written" in new.output
+    assert len((tmp_path / "picked-new.jsonl").read_text().splitlines()) == 5
+    assert _listing(cache) == before
