@@ -19,7 +19,10 @@ Measured in one run, as ratios (this machine is noisy):
   path before it, forced by hiding ``logits_to_keep``), timed in the same alternation; and the
   peak memory of extracting one block of ``--batch-size`` examples of ``--memory-length``
   tokens both ways, each in a fresh process (RSS high-water mark on the CPU, the CUDA
-  allocator's peak on a GPU); target: kept <= half of full.
+  allocator's peak on a GPU); target: <= half of full;
+- recomputed activations (``recompute``: each decoder layer keeps only its input and runs again
+  in the backward pass): its time against the default in the same alternation, its features
+  checked bit-identical, and its peak memory of one block against full logits.
 
 Run: ``python benchmarks/bench_gradients.py [--examples 128] [--reference-examples 32]
 [--smollm2] [--device cpu|cuda] [--dtype float32|bfloat16] [--memory-length 256]``. Reports
@@ -213,7 +216,7 @@ def memory_child(args: argparse.Namespace) -> None:
     _, _, loaded = prepared(args)
     config = FeaturizeConfig(
         projection=ProjectionConfig(dim=DIM), batch_size=args.batch_size,
-        max_length=args.memory_length,
+        max_length=args.memory_length, recompute=args.memory_child == "recompute",
     )  # fmt: skip
     pool = long_records(args.batch_size, seed=1, repeats=8)
     warm = Pool(list(long_records(2, seed=2)))
@@ -238,20 +241,25 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def memory_figure(args: argparse.Namespace) -> None:
-    """Peak memory of one block with logits kept at response positions, against full logits."""
+    """Peak memory of one block with logits kept at response positions (and with recomputed
+    activations too), against full logits."""
     found = {}
-    for mode in ("kept", "full"):
+    for mode in ("kept", "recompute", "full"):
         command = [sys.executable, __file__, *sys.argv[1:], "--memory-child", mode]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         found[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    kept, full = found["kept"]["bytes"], found["full"]["bytes"]
-    ratio = kept / full
+    full = found["full"]["bytes"]
     where = "CUDA allocator peak" if args.device.startswith("cuda") else "RSS high-water mark"
     print(
-        f"peak memory, one block  {kept / 2**30:6.2f} GB kept vs {full / 2**30:.2f} GB full logits "
-        f"({args.batch_size} x {found['kept']['tokens']} tokens, {where}): {ratio:.2f}x   "
-        f"target <= {MEMORY_TARGET:g}x  {verdict(ratio <= MEMORY_TARGET)}"
+        f"peak memory, one block of {args.batch_size} x {found['kept']['tokens']} tokens "
+        f"({where}): full logits {full / 2**30:.2f} GB"
     )
+    for mode, name in (("kept", "kept logits"), ("recompute", "kept logits + recompute")):
+        ratio = found[mode]["bytes"] / full
+        print(
+            f"  {name:24s}{found[mode]['bytes'] / 2**30:6.2f} GB  {ratio:.2f}x   "
+            f"target <= {MEMORY_TARGET:g}x  {verdict(ratio <= MEMORY_TARGET)}"
+        )
 
 
 def main() -> None:
@@ -271,7 +279,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
     parser.add_argument("--projector", default="sjlt", help="our projection kind")
-    parser.add_argument("--memory-child", choices=["kept", "full"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-child", choices=["kept", "recompute", "full"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args)
@@ -296,20 +306,29 @@ def main() -> None:
             f"median of {args.repeats} alternating runs"
         )
         floor_seconds(featurizer, small, config)  # warm-up
-        ours_runs, full_runs, floor_runs = [], [], []
+        ours_runs, full_runs, recompute_runs, floor_runs = [], [], [], []
+        recomputed = dataclasses.replace(config, recompute=True)
+        modes = (
+            (ours_runs, contextlib.nullcontext(), config),
+            (full_runs, full_logits(), config),
+            (recompute_runs, contextlib.nullcontext(), recomputed),
+        )
         for rep in range(args.repeats):
-            for runs, mode in ((ours_runs, contextlib.nullcontext()), (full_runs, full_logits())):
+            for runs, mode, settings in modes:
                 store = FeatureStore(Path(root) / f"run-{rep}-{len(runs)}-{id(runs)}")
                 with mode:
-                    fresh = Featurizer(loaded, config, store=store, host=get_host())
+                    fresh = Featurizer(loaded, settings, store=store, host=get_host())
                     started = time.perf_counter()
                     (entry,) = fresh.run(pool, progress=False)
                     runs.append(time.perf_counter() - started)
                 if runs is ours_runs:
                     features = entry
+                elif runs is recompute_runs:
+                    same = np.array_equal(entry.read(0, len(pool)), features.read(0, len(pool)))
             floor_runs.append(floor_seconds(featurizer, pool, config))
         ours, floor = statistics.median(ours_runs), statistics.median(floor_runs)
         full = statistics.median(full_runs)
+        again = statistics.median(recompute_runs)
         reference, projecting = reference_seconds(featurizer, small, config)
         ours_rate = args.examples / ours
         ref_rate = len(small) / reference
@@ -317,6 +336,10 @@ def main() -> None:
         print(
             f"  with full logits     {full:8.2f} s  {args.examples / full:8.2f} examples/s "
             f"(kept logits: {ours / full:.2f}x the time)"
+        )
+        print(
+            f"  with recompute       {again:8.2f} s  {args.examples / again:8.2f} examples/s "
+            f"({again / ours:.2f}x the time; features {'bit-identical' if same else 'DIFFER'})"
         )
         print(f"batched fwd+bwd floor  {floor:8.2f} s  {args.examples / floor:8.2f} examples/s")
         print(

@@ -19,6 +19,7 @@ carries no loss, so padding does not change any example's gradient (up to float 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +33,7 @@ from selectkit.models.losses import (
     response_logits,
     takes_logits_to_keep,
 )
+from selectkit.models.recompute import recomputing
 
 if TYPE_CHECKING:
     import torch
@@ -82,10 +84,18 @@ class PerExampleGradients:
 
     ``model`` is put in eval mode (no dropout: a feature must not depend on a random mask).
     ``names`` restricts the gradient to those parameters; by default every trainable one.
+    ``recompute`` keeps only each decoder layer's input in the forward pass and runs the layer
+    again in the backward pass (:mod:`selectkit.models.recompute`): a fraction of the memory
+    for about a third more time, and the same gradients.
     """
 
     def __init__(
-        self, model: Any, names: Sequence[str] | None = None, method: GradientBackend = "auto"
+        self,
+        model: Any,
+        names: Sequence[str] | None = None,
+        method: GradientBackend = "auto",
+        *,
+        recompute: bool = False,
     ) -> None:
         import torch
 
@@ -104,7 +114,13 @@ class PerExampleGradients:
             )
         if method not in ("hooks", "func"):
             raise ParamError(f"method must be auto, hooks or func, not '{method}'")
+        if recompute and method != "hooks":
+            raise ParamError(
+                "recompute needs per-example gradients by layer hooks (backend hooks), which "
+                "every trainable parameter in an nn.Linear allows"
+            )
         self.method = method
+        self.recompute = recompute
         self._linear = linear_params
         # Layer hooks see whole batches, so their losses can come from exactly the response
         # positions; torch.func's vmap needs one position set for the batch.
@@ -167,10 +183,12 @@ class PerExampleGradients:
             output.register_hook(backward_hook)
 
         handles = [m.register_forward_hook(forward_hook) for m in modules.values()]
+        activations = recomputing(self.model) if self.recompute else contextlib.nullcontext()
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), activations:
                 inputs = (self.model, batch["input_ids"], batch["labels"])
-                mask = {"attention_mask": batch["attention_mask"]}
+                # No KV cache: nothing reads it, and a recomputed layer would write it twice.
+                mask = {"attention_mask": batch["attention_mask"], "use_cache": False}
                 if self._packed:
                     losses = packed_response_losses(*inputs, **mask)
                 else:

@@ -89,6 +89,13 @@ class FeaturizeConfig:
         default="auto",
         metadata=help_text("per-example gradients by layer hooks, torch.func, or auto"),
     )
+    recompute: bool = field(
+        default=False,
+        metadata=help_text(
+            "keep only each layer's input and run it again in the backward pass: a fraction "
+            "of the memory for about a third more time, the same features"
+        ),
+    )
     adam: AdamConstants = field(default_factory=AdamConstants)
 
     def __post_init__(self) -> None:
@@ -225,7 +232,9 @@ class Featurizer:
         self.views = tuple(dict.fromkeys(views)) or (config_view(config),)
         self.store = store or FeatureStore()
         self.checkpoint = checkpoint or {}
-        self.grads = PerExampleGradients(loaded.model, param_names, method=config.backend)
+        self.grads = PerExampleGradients(
+            loaded.model, param_names, method=config.backend, recompute=config.recompute
+        )
         self.transforms = [self._transform(view.gradient, moments) for view in self.views]
         self.projectors = [
             host.projector(view.projection.kind)(

@@ -23,7 +23,7 @@ from typing import ClassVar, Literal, get_args
 from selectkit.compute.gradient_types import GradientKind
 from selectkit.compute.projectors import GEN_BLOCK, ProjectionConfig
 from selectkit.errors import ParamError
-from selectkit.features.featurize import View
+from selectkit.features.featurize import FeaturizeConfig, View
 from selectkit.models.loading import DType, ModelOptions
 from selectkit.models.lora import LoraSpec
 from selectkit.params import help_text
@@ -166,12 +166,17 @@ class PoolView:
     view: View
 
 
+#: The featurizer's setting, offered to the gradient methods as it is.
+_RECOMPUTE = next(f for f in fields(FeaturizeConfig) if f.name == "recompute")
+
+
 @dataclass(frozen=True)
 class GradientParams(ModelParams):
     """Parameters every gradient method shares: the model's, plus the projection of the
     gradients and the store's row type. Gradient methods' parameter classes subclass this."""
 
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    recompute: bool = field(default=_RECOMPUTE.default, metadata=_RECOMPUTE.metadata)
 
     def pool_view(self, gradient: GradientKind) -> PoolView:
         """The pool view a method with these parameters reads: ``gradient`` features under

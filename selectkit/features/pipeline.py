@@ -315,6 +315,7 @@ class GradientPipeline(ModelPipeline):
             projection=p.projection,
             batch_size=p.batch_size,
             max_length=p.max_length,
+            recompute=p.recompute,
         )
         view = config_view(config)
         views = [view]

@@ -13,6 +13,7 @@ from selectkit.data.pool import Record
 from selectkit.errors import ParamError
 from selectkit.models.lora import LoraSpec, attach_lora
 from selectkit.models.losses import response_losses
+from selectkit.models.recompute import decoder_layers
 from selectkit.models.tiny import tiny_model
 
 RECORDS = [
@@ -143,3 +144,35 @@ def test_adam_needs_moments_of_the_right_shapes():
     bad = {p.name: (torch.zeros(3), torch.ones(3)) for p in layout}
     with pytest.raises(ParamError, match="shape"):
         flatten_moments(bad, layout)
+
+
+def _saved_bytes(engine: PerExampleGradients, batch) -> int:
+    """The bytes autograd keeps for the backward pass while ``engine`` runs on ``batch``."""
+    kept: dict[int, int] = {}
+
+    def pack(tensor):
+        kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        engine(batch)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_recomputed_activations_give_the_same_bits_and_keep_less(arch):
+    model, tokenizer = _lora_model(arch)
+    batch = pad_batch(tokenize_many(RECORDS, tokenizer), tokenizer.pad_token_id)
+    kept = PerExampleGradients(model, method="hooks")
+    again = PerExampleGradients(model, method="hooks", recompute=True)
+    grads, losses = kept(batch)
+    recomputed, recomputed_losses = again(batch)
+    assert torch.equal(recomputed, grads) and torch.equal(recomputed_losses, losses)
+    assert all("forward" not in vars(layer) for layer in decoder_layers(model))  # put back
+    assert _saved_bytes(again, batch) < _saved_bytes(kept, batch) / 2
+
+
+def test_recompute_needs_the_hooks_backend():
+    model, _ = _lora_model()
+    with pytest.raises(ParamError, match="recompute needs per-example gradients by layer hooks"):
+        PerExampleGradients(model, method="func", recompute=True)
