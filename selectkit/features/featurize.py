@@ -30,6 +30,7 @@ from selectkit.errors import ParamError, RecordError
 from selectkit.models.lora import LoraSpec
 from selectkit.params import help_text
 from selectkit.provenance import versions
+from selectkit.resources import check_memory
 from selectkit.store import FeatureSet, FeatureStore, FillRequest, Layout, RowStatus
 from selectkit.store.fingerprints import (
     TensorsMemo,
@@ -287,6 +288,13 @@ class Featurizer:
         first, complete ones only read, and the pass runs for the blocks some entry still
         lacks). ``tokens``: the pool already tokenized by :func:`tokenize_pool` under this
         config (one tokenization serves every checkpoint of a run)."""
+        batch = min(self.config.batch_size, len(pool))
+        check_memory(  # per-example gradients and their transformed copy: activations come on top
+            2 * batch * self.grads.dim * 4,
+            f"batch_size={self.config.batch_size} ({batch} per-example gradients of "
+            f"{self.grads.dim} trainable parameters each)",
+            "lower batch_size, or lora.r",
+        )
         if tokens is None:
             tokens = tokenize_pool(pool, self.loaded.tokenizer, self.config)
         order = block_order(tokens)

@@ -12,20 +12,14 @@ pool's features and only computes what is new.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selectkit import locks
 from selectkit.cachedirs import beside
 from selectkit.compute.gradient_types import GradientKind
-from selectkit.errors import ParamError, StoreError
+from selectkit.errors import ParamError
 from selectkit.features.featurize import (
     FeaturizeConfig,
     config_view,
@@ -41,10 +35,11 @@ from selectkit.features.params import (
 )
 from selectkit.features.statistics import StatisticsConfig, token_statistics
 from selectkit.features.units import featurize_on, statistics_on
+from selectkit.features.warmups import WarmupRun, cached_warmup, check_creatable
 from selectkit.resources import check_memory
 from selectkit.rows import RowSource, combine_checkpoints
 from selectkit.store import FeatureSet, FeatureStore
-from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
+from selectkit.store.fingerprints import tokenizer_digest
 
 if TYPE_CHECKING:
     from selectkit.data.examples import Tokenized
@@ -122,7 +117,7 @@ class ModelPipeline:
         if checkpoints and p.checkpoints:
             self._given = self._read_given(gradient)
         elif checkpoints:
-            _check_creatable(self._warmup_root())
+            check_creatable(self._warmup_root())
         tokenizer = self.tokenizer
         self._checked = pools
         self._check_records(tokenizer)
@@ -173,8 +168,7 @@ class ModelPipeline:
         if self.params.checkpoints:
             found = self._given if self._given is not None else self._read_given("sgd")
         else:
-            runs = range(self.params.warmup.runs)
-            found = [c for index in runs for c in self._warmup(pool, index)]
+            found = self._warmups(pool)
         if found and all(c.learning_rate == 0 for c in found):
             raise ParamError(
                 "every checkpoint's mean learning rate is 0, so learning-rate-weighted scores "
@@ -183,47 +177,28 @@ class ModelPipeline:
             )
         return [c.path for c in found]
 
-    def _warmup(self, pool: Pool, index: int) -> list[Checkpoint]:
-        """Warmup run ``index`` on ``pool``: read from the cache, or trained into it."""
-        from selectkit.train.warmup import warmup
-
+    def _warmups(self, pool: Pool) -> list[Checkpoint]:
+        """The checkpoints of every warmup run on ``pool``, in run order: read from the cache,
+        or trained into it; on the context's executor when it has one (each run a unit, on a
+        worker that holds the model)."""
         p = self.params
-        config = p.warmup.run(index)
-        shape = {"lora": p.lora, "max_length": p.max_length, "template": "auto"}
-        identity = {
-            "weights": tensors_digest(
-                self.loaded.model.named_parameters(), memo=self.loaded.digests
-            ),
-            "tokenizer": tokenizer_digest(self.loaded.tokenizer),
-            "pool": pool.content_fingerprint,
-            "config": config.to_dict(**shape),
-        }
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         root = self._warmup_root()
-        out = root / digest[:24]
-        found = _complete_warmup(out)
-        if found is not None:  # a complete warmup is only read: no lock, no write access
-            return found
-        with contextlib.ExitStack() as held:
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-                held.enter_context(locks.exclusive(root / f"{digest[:24]}.lock"))
-            except OSError as exc:
-                raise _not_writable(root, exc) from None
-            found = _complete_warmup(out)  # another process may have finished it meanwhile
-            if found is not None:
-                return found
-            if out.exists():  # a part-way or damaged run of this very warmup: only a cache
-                shutil.rmtree(out)
-            return warmup(
-                pool,
-                self.loaded.model,
-                self.loaded.tokenizer,
-                out,
-                config,
-                **shape,
-                progress=self.context.progress,
+        runs = range(p.warmup.runs)
+        if self.context.executor is None:
+            found = [
+                cached_warmup(pool, self.loaded, p, index, root, progress=self.context.progress)
+                for index in runs
+            ]
+        else:
+            settings = p.model_settings()
+            units = [
+                WarmupRun(pool, settings, self._model_options(), index, str(root.resolve()))
+                for index in runs
+            ]
+            found = self.context.executor.run(
+                units, label="warmup runs", progress=self.context.progress
             )
+        return [checkpoint for run in found for checkpoint in run]
 
     def _warmup_root(self) -> Path:
         return beside(self.store.root, "warmup")
@@ -308,8 +283,6 @@ class GradientPipeline(ModelPipeline):
         also stores every other view of it the run's methods will read (``Context.views``
         from the same model settings), so the methods after this one find them done."""
         p = self.params
-        if not p.checkpoints:  # given adapters have their own sizes
-            self._check_gradients_fit(len(pool))
         config = FeaturizeConfig(
             gradient=gradient,
             projection=p.projection,
@@ -350,21 +323,6 @@ class GradientPipeline(ModelPipeline):
             host=self.host,
         )[view]
 
-    def _check_gradients_fit(self, rows: int) -> None:
-        """Refuse a batch whose per-example gradients alone (float32, and their transformed
-        copy) cannot fit, before any is computed; a lower bound, activations come on top."""
-        from selectkit.models.lora import lora_parameter_count
-
-        p = self.params
-        batch = min(p.batch_size, rows)
-        per_example = lora_parameter_count(self.loaded.model, p.lora)
-        check_memory(
-            2 * batch * per_example * 4,
-            f"batch_size={p.batch_size} ({batch} per-example gradients of {per_example} LoRA "
-            f"parameters each)",
-            "lower batch_size, or lora.r",
-        )
-
     def rows(self, *pools: Pool, checkpoints_used: CheckpointsUsed) -> list[RowSource]:
         """Each pool's SGD features at the run's checkpoints as one row source: the last
         checkpoint's rows, or (``all``) every checkpoint's side by side, scaled by the square
@@ -391,44 +349,6 @@ class GradientPipeline(ModelPipeline):
         target_sets = self.features(target, "sgd", checkpoints, of_pool=False)
         check_pairs(pool_sets, target_sets)
         return pool_sets, target_sets
-
-
-def _complete_warmup(out: Path) -> list[Checkpoint] | None:
-    """The checkpoints of the cached warmup in ``out`` when it is complete and readable;
-    ``None`` when it is missing, part-way or damaged (it is then trained again)."""
-    from selectkit.train.checkpoints import find_checkpoints
-
-    try:
-        manifest = json.loads((out / "warmup.json").read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("status") != "complete":
-            return None
-        return find_checkpoints(out)
-    except (OSError, ValueError, RecursionError, ParamError):
-        return None
-
-
-def _check_creatable(root: Path) -> None:
-    """Refuse now, before the model loads, a warmup cache that cannot be made: when ``root``
-    does not exist, no cached warmup can be read from it either."""
-    if root.exists():
-        if not root.is_dir():
-            raise StoreError(f"the warmup cache {root} is a file; give --cache-dir a folder")
-        return
-    parent = next(p for p in root.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise StoreError(
-            f"the warmup cache {root} does not exist and cannot be made ({parent} is not a "
-            "writable folder); give a writable --cache-dir (or SELECTKIT_CACHE_DIR), or pass "
-            "checkpoints= from an earlier warmup"
-        )
-
-
-def _not_writable(root: Path, exc: OSError) -> StoreError:
-    return StoreError(
-        f"the warmup this run needs is not in the cache {root}, and it cannot be written there "
-        f"({exc.strerror or exc}); give a writable --cache-dir (or SELECTKIT_CACHE_DIR), or "
-        "pass checkpoints= from an earlier warmup"
-    )
 
 
 def _tokenizer_before_weights(spec: str, host: Services) -> Any | None:

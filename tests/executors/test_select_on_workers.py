@@ -5,11 +5,13 @@ selects in one process."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
-from selectkit import ExecutorConfig, select
+from selectkit import ExecutorConfig, Host, select
 from selectkit.cli import cli
+from selectkit.models.loading import ModelOptions
 
 
 def test_tracin_on_workers_from_a_run_file_selects_the_same(
@@ -43,16 +45,32 @@ def test_tracin_on_workers_from_a_run_file_selects_the_same(
     assert outputs["processes"] == outputs["inprocess"]
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """The weights and optimizer states of the warmups under ``folder`` (the trainer's
+    arguments name the folder they were written to, so they differ by design)."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in (".safetensors", ".pt")
+    }
+
+
 def test_forward_only_methods_on_workers_select_the_same(targeted, model_params, tmp_path):
     """EL2N (at every warmup checkpoint) and IFD (its two passes) fill their statistics on
-    worker processes: the same scores, bit for bit, as in one process."""
+    worker processes, after a warmup trained on a worker: the same warmup files and the same
+    scores, bit for bit, as in one process; the calling process never loads the model."""
     pool, _ = targeted
     runs = {"el2n": model_params, "ifd": {**model_params, "scorer": "warmup"}}
     workers = ExecutorConfig(executor="processes", workers=2)
+    driver = Host.from_env()
     for method, params in runs.items():
         alone = select(pool, method, 20, params=params, seed=0, cache_dir=tmp_path / "one")
         split = select(
-            pool, method, 20, params=params, seed=0, cache_dir=tmp_path / "two", executor=workers
-        )
+            pool, method, 20, params=params, seed=0, cache_dir=tmp_path / "two",
+            executor=workers, host=driver,
+        )  # fmt: skip
         assert split.scores.tobytes() == alone.scores.tobytes(), method
         assert split.indices.tolist() == alone.indices.tolist(), method
+    warmed = _files(tmp_path / "one")
+    assert warmed and _files(tmp_path / "two") == warmed
+    assert driver.shared_model_if_loaded("tiny-llama", ModelOptions()) is None

@@ -12,7 +12,7 @@ from selectkit.api import load_records_from_list
 from selectkit.compute.projectors import ProjectionConfig
 from selectkit.data.synthetic import make_records
 from selectkit.errors import StoreError
-from selectkit.features import pipeline as pipeline_module
+from selectkit.features import warmups as warmup_module
 from selectkit.features.params import GradientParams, WarmupRuns
 from selectkit.features.pipeline import GradientPipeline
 from selectkit.host import Host, get_host
@@ -46,7 +46,7 @@ def test_a_complete_warmup_is_read_without_writing(pool, tmp_path, monkeypatch):
     for lock in root.glob("*.lock"):
         lock.unlink()
     before = _snapshot(root)
-    monkeypatch.setattr(pipeline_module.locks, "exclusive", _unwritable)
+    monkeypatch.setattr(warmup_module.locks, "exclusive", _unwritable)
     assert GradientPipeline(params, context).checkpoints(pool) == first
     assert _snapshot(root) == before
     with pytest.raises(StoreError, match=r"cannot be written there \(Permission denied\); give"):
@@ -56,7 +56,7 @@ def test_a_complete_warmup_is_read_without_writing(pool, tmp_path, monkeypatch):
 
 def test_a_cache_that_cannot_be_made_is_refused_before_the_model_loads(pool, tmp_path, monkeypatch):
     monkeypatch.setattr(Host, "load_model", lambda *a: pytest.fail("model loaded"))
-    monkeypatch.setattr(pipeline_module.os, "access", lambda *a: False)
+    monkeypatch.setattr(warmup_module.os, "access", lambda *a: False)
     params = GradientParams(**SMALL, warmup=WarmupRuns(fraction=0.5))
     context = Context(host=get_host(), store_root=tmp_path / "cache" / "features")
     with pytest.raises(StoreError, match=r"does not exist and cannot be made .* not a writable"):
