@@ -13,8 +13,11 @@ subprocesses of the command line, each with its own cache folder beside the pool
 - ``random, hf out``: the same, its selection written as a saved Hugging Face dataset;
 - ``dsir``: DSIR toward the target, on the cached pool (hashing on every core).
 
-Peak memory is of the whole process tree (the command and DSIR's worker processes): the largest
-sum of resident set sizes seen by polling every 50 ms, and, as an upper bound that no poll can
+Each run's CPU time (user and system, of the command and its workers) is printed beside its
+wall time: where wall time grows faster than CPU time, the difference is waiting for the disk
+(a 10M pool and its cache do not fit in this machine's page cache). Peak memory is of the
+whole process tree (the command and DSIR's worker processes): the largest sum of resident set
+sizes seen by polling every 50 ms, and, as an upper bound that no poll can
 miss, the sum of each process's own high-water mark. Targets: peak under 4 GB for every run at
 every size, and the time per record at the largest size no worse than at the smallest (within
 10%, for a shared machine's noise). Before this work (the issue's figures, 1M records on this
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,6 +102,7 @@ class Run:
     name: str
     records: int
     seconds: float
+    cpu: float  # user + system seconds of the command and the children it waited for
     peak: int  # the largest sum of the tree's resident sizes seen
     bound: int  # the sum of each process's high-water mark
     ok: bool
@@ -123,6 +128,7 @@ def measure(args: list[str], name: str, records: int) -> Run:
     """Run ``args``; its time and the peak memory of its process tree."""
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(process.pid)
@@ -151,10 +157,13 @@ def measure(args: list[str], name: str, records: int) -> Run:
     watcher.start()
     output, _ = process.communicate()
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     done.set()
     watcher.join()
     note = "" if process.returncode == 0 else output.strip().splitlines()[-1][:200]
-    return Run(name, records, seconds, peak, sum(marks.values()), process.returncode == 0, note)
+    ok = process.returncode == 0
+    return Run(name, records, seconds, cpu, peak, sum(marks.values()), ok, note)
 
 
 def _select(
@@ -212,7 +221,8 @@ def main() -> None:
                 run = measure(_select(method, pool, out, cache, goal, out_format), name, size)
                 runs.append(run)
                 print(
-                    f"  {name:15s} {run.seconds:8.1f} s  {run.per_record_us:6.1f} us/record  "
+                    f"  {name:15s} {run.seconds:8.1f} s ({run.cpu:7.1f} s CPU)  "
+                    f"{run.per_record_us:6.1f} us/record  "
                     f"peak {run.peak / GIB:5.2f} GB (bound {run.bound / GIB:5.2f} GB)  "
                     f"{'' if run.ok else 'FAILED: ' + run.note}  [{_load()}]",
                     flush=True,
