@@ -86,7 +86,7 @@ class PerExampleGradients:
     ``names`` restricts the gradient to those parameters; by default every trainable one.
     ``recompute`` keeps only each decoder layer's input in the forward pass and runs the layer
     again in the backward pass (:mod:`selectkit.models.recompute`): a fraction of the memory
-    for about a third more time, and the same gradients.
+    for about a quarter more time, and the same gradients.
     """
 
     def __init__(

@@ -94,7 +94,7 @@ class FeaturizeConfig:
         default=False,
         metadata=help_text(
             "keep only each layer's input and run it again in the backward pass: a fraction "
-            "of the memory for about a third more time, the same features"
+            "of the memory for about a quarter more time, the same features"
         ),
     )
     adam: AdamConstants = field(default_factory=AdamConstants)
