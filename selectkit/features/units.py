@@ -9,7 +9,7 @@ last to finish a shard finalizes it, and the bytes are those of a single-process
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,9 +82,17 @@ def _tokens(
 ) -> list[Tokenized | None]:
     """``pool`` tokenized once per worker for every shard and checkpoint it fills."""
     shape = (config.template, config.max_length, config.truncation, config.on_invalid)
-    key = ("tokens", pool.content_fingerprint, loaded.spec, shape)
+    return _once(
+        worker,
+        ("tokens", pool.content_fingerprint, loaded.spec, shape),
+        lambda: tokenize_pool(pool, loaded.tokenizer, config),
+    )
+
+
+def _once(worker: Worker, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()``, computed once per worker for ``key`` and kept in its memo."""
     if key not in worker.memo:
-        worker.memo[key] = tokenize_pool(pool, loaded.tokenizer, config)
+        worker.memo[key] = make()
     return worker.memo[key]
 
 
@@ -160,13 +168,15 @@ class StatisticsShard:
 
     def run(self, worker: Worker, report: Report) -> list[str]:
         loaded = worker.host.shared_model(self.model, self.model_options)
-        key = ("statistics tokens", self.pool.content_fingerprint, loaded.spec, self.config)
-        if key not in worker.memo:
-            worker.memo[key] = statistics_tokens(self.pool, loaded.tokenizer, self.config)
+        tokens = _once(
+            worker,
+            ("statistics tokens", self.pool.content_fingerprint, loaded.spec, self.config),
+            lambda: statistics_tokens(self.pool, loaded.tokenizer, self.config),
+        )
         entries = token_statistics(
             self.pool,
             loaded,
-            tokens=worker.memo[key],
+            tokens=tokens,
             checkpoints=self.checkpoints,
             config=self.config,
             store=FeatureStore(self.store_root, file_bytes=self.file_bytes),
