@@ -45,7 +45,9 @@ def test_hookimpls_are_in_the_package_init(package):
 def test_method_module_and_class_names(package, method, count):
     module = f"{package}.method" if count == 1 else f"{package}.{method.name}"
     assert method.__module__ == module
-    assert method.__name__.lower() == method.name
+    assert method.__name__.lower() == method.name.replace(
+        "_", ""
+    )  # BalancedRandom: balanced_random
     params = getattr(method, "Params", None)
     if params is not None and params.__module__.startswith(f"{package}."):
         assert params.__name__ == f"{method.__name__}Params"
