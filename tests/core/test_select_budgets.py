@@ -55,6 +55,10 @@ def host() -> Host:
     return host
 
 
+#: The built-in methods that take count budgets only: coreset solvers and equal shares.
+COUNT_ONLY = {"craig", "kcenter", "gradmatch", "balanced_random"}
+
+
 def _pool(n: int = 20) -> Pool:
     return Pool.from_texts([" ".join(["w"] * (1 + i % 7)) for i in range(n)])
 
@@ -116,7 +120,7 @@ def test_the_gradient_coreset_methods_take_count_budgets_only(name):
 def test_every_other_built_in_method_takes_every_budget():
     host = Host.from_env()
     takes_all = {name for name in host.methods if host.method(name).budgets == ("items", "tokens")}
-    assert takes_all == set(host.methods) - {"craig", "kcenter", "gradmatch"}
+    assert takes_all == set(host.methods) - COUNT_ONLY
 
 
 def test_the_command_line_refuses_a_token_budget_for_a_count_only_method(tmp_path):
@@ -157,7 +161,7 @@ def test_selectkit_methods_marks_the_count_only_methods():
         for line in result.output.splitlines()
         if "count budgets only" in line.split(":", 1)[0]
     }
-    assert marked == {"craig", "kcenter", "gradmatch"}
+    assert marked == COUNT_ONLY
     one = CliRunner().invoke(cli, ["methods", "craig"]).output.splitlines()[0]
     assert one.startswith("craig (count budgets only): ")
 
