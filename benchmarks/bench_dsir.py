@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'reference HashedNgramDSIR':<52} {ref_s:7.2f} s {ref_rate:9,.0f} docs/s")
             like_reference = dataclasses.replace(defaults, smoothing=0.0)
             other = "fast" if defaults.hashing == "reference" else "reference"
-            own = f"hashing={defaults.hashing} smoothing={defaults.smoothing:g}"
+            own = f"hashing={defaults.hashing} smoothing={defaults.smoothing}"
             runs = {
                 f"selectkit defaults ({own})": defaults,
                 "selectkit defaults but smoothing=0": like_reference,

@@ -47,6 +47,7 @@ def build_manifest(
             "name": method.name,
             "params": params_to_dict(method.params),
             "plugin": plugin_of(host, method),
+            "report": dict(objective.report),
         },
         "objective": type(objective).__name__,
         "seed": seed,

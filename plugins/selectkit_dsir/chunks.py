@@ -24,9 +24,11 @@ from selectkit.sdk import Pool
 from selectkit_dsir.engine import (
     EmptyTargetError,
     HashedNgrams,
+    Smoothing,
     _count_task,
     _weight_task,
     bucket_log_ratio,
+    resolve,
 )
 
 #: Records per unit of work: enough that sending a unit costs little beside hashing it.
@@ -128,7 +130,7 @@ def fit_on(
     target_texts: Sequence[str],
     pool: Pool,
     config: HashConfig,
-    smoothing: float,
+    smoothing: Smoothing,
     *,
     min_length: int = 0,
     progress: bool = False,
@@ -145,7 +147,7 @@ def fit_on(
     raw_counts = np.zeros(config.num_buckets, dtype=np.int64)
     for part in counts:
         raw_counts += part
-    ratio = bucket_log_ratio(target_counts, raw_counts, smoothing)
+    ratio = bucket_log_ratio(target_counts, raw_counts, resolve(smoothing, raw_counts))
     units = _units(pool, config, unit_records, ratio, min_length)
     parts = executor.run(units, label="dsir: weights", progress=progress)
     return np.concatenate([np.zeros(0, dtype=np.float64), *parts])

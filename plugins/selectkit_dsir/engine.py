@@ -343,7 +343,7 @@ class HashedNgrams:
         self,
         target_texts: Iterable[str],
         raw_texts: Iterable[str],
-        smoothing: float = DEFAULT_SMOOTHING,
+        smoothing: Smoothing = DEFAULT_SMOOTHING,
         *,
         min_length: int = 0,
         cache_bytes: int = CACHE_BYTES,
@@ -376,7 +376,7 @@ class HashedNgrams:
                 else:
                     kept.append(buckets.spill(spill))
             spill.flush()
-            ratio = bucket_log_ratio(target_counts, raw_counts, smoothing)
+            ratio = bucket_log_ratio(target_counts, raw_counts, resolve(smoothing, raw_counts))
             parts = [np.zeros(0, dtype=np.float64)]
             for keep in kept:
                 buckets = keep.load(spill) if isinstance(keep, _Spilled) else keep
@@ -465,6 +465,16 @@ def hashed_counts(
         return engine.counts(texts)
 
 
+#: A smoothing weight, or a rule that chooses it from the pool's n-gram counts once they are
+#: known (``selectkit_dsir.smoothing``).
+Smoothing = float | Callable[[np.ndarray], float]
+
+
+def resolve(smoothing: Smoothing, raw_counts: np.ndarray) -> float:
+    """The smoothing weight: ``smoothing`` itself, or what the rule chooses for these counts."""
+    return smoothing(raw_counts) if callable(smoothing) else smoothing
+
+
 def bucket_log_ratio(
     target_counts: np.ndarray, raw_counts: np.ndarray, smoothing: float = DEFAULT_SMOOTHING
 ) -> np.ndarray:
@@ -477,12 +487,14 @@ def bucket_log_ratio(
     Both probabilities get the reference implementation's floor of 1e-8 before the log, so
     ``smoothing=0`` is exactly the estimator of ``data-selection``'s HashedNgramDSIR.
 
-    Why 0.5 by default: small targets (a handful of examples) leave most buckets unseen, and an
-    unsmoothed or add-one estimate then ranks by length or noise. Measured precision of the
-    deterministic top 10% (target left out of the pool, 10k buckets): on the Pile sample with
-    5 / 20 target chunks of each of its 9 domains with at least 40 chunks, 0.39 / 0.51 at 0.5
-    against 0.20 / 0.22 for the reference's estimator and 0.25 / 0.44 for add-one; on the
-    generated task families of ``selectkit demo`` with 5 targets, 0.93 against 0.69 and 0.20.
+    Why 0.5 when the weight cannot be chosen from the data (``selectkit_dsir.smoothing``, the
+    method's default, needs two target examples): small targets (a handful of examples) leave
+    most buckets unseen, and an unsmoothed or add-one estimate then ranks by length or noise.
+    Measured precision of the deterministic top 10% (target left out of the pool, 10k
+    buckets): on the Pile sample with 5 / 20 target chunks of each of its 9 domains with at
+    least 40 chunks, 0.39 / 0.51 at 0.5 against 0.20 / 0.22 for the reference's estimator and
+    0.25 / 0.44 for add-one; on the generated task families of ``selectkit demo`` with 5
+    targets, 0.93 against 0.69 and 0.20.
     """
     target = np.asarray(target_counts, dtype=np.float64)
     raw = np.asarray(raw_counts, dtype=np.float64)

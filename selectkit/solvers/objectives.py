@@ -38,10 +38,14 @@ class Objective(ABC):
     ``eligible`` (optional, boolean per record) is the method's own filter: records it marks
     False are never selected, as if the user had excluded them (e.g. IFD drops records whose
     instruction does not help predict the response). ``ruled_out`` says why, for errors.
+    ``report`` is what the method found while scoring that a reader of the run needs (a
+    setting it chose from the data, how many records a rule set aside), as JSON values; the
+    manifest records it under ``method.report``.
     """
 
     eligible: np.ndarray | None = field(default=None, kw_only=True)
     ruled_out: str = field(default="", kw_only=True)
+    report: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.eligible is not None:

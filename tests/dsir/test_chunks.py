@@ -85,7 +85,7 @@ def test_chunks_give_the_bits_of_one_pass(pools) -> None:
 @pytest.mark.parametrize("which", [0, 1])
 def test_dsir_on_an_executor_selects_the_same(pools, which) -> None:
     pool, target = pools[which], pools[2]
-    method = DSIR(DSIRParams(num_buckets=4096, min_example_length=2))
+    method = DSIR(DSIRParams(num_buckets=4096, min_example_length=2, smoothing=0.5))
     here = method.objective(pool, target, Context(host=get_host(), n_jobs=1)).values
     runner = PicklingRunner()
     there = method.objective(pool, target, Context(host=get_host(), executor=runner)).values

@@ -37,7 +37,7 @@ def test_registered_through_the_hook() -> None:
 
 def test_params_defaults_and_strings() -> None:
     params = DSIRParams()
-    assert (params.num_buckets, params.ngrams, params.smoothing) == (10_000, 2, 0.5)
+    assert (params.num_buckets, params.ngrams, params.smoothing) == (10_000, 2, "auto")
     assert params.sample and params.hashing == "fast" and params.min_example_length == 0
     assert all(row["help"] for row in describe_params(DSIRParams))
     built = build_params(

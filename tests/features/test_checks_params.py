@@ -51,7 +51,7 @@ BAD = [
     ("bilevel", "outer_lr=0", "outer_lr must be a finite number > 0"),
     ("dsir", "num_buckets=100000000000", "num_buckets must be in [1, 2**32]"),
     ("dsir", "ngrams=3", "ngrams must be 1 or 2"),
-    ("dsir", "smoothing=1", "smoothing must be in [0, 1)"),
+    ("dsir", "smoothing=1", "smoothing must be auto or in [0, 1)"),
     ("dsir", "chunk_size=0", "chunk_size must be >= 1"),
 ]
 
