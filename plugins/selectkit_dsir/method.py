@@ -161,11 +161,12 @@ class DSIR(Method):
         p: DSIRParams = self.params
         if p.smoothing != "auto":
             return p.smoothing
-        with HashedNgrams(p.num_buckets, p.ngrams, hashing=p.hashing, n_jobs=1) as engine:
-            folds = [engine.counts(texts) for texts in folds_of(list(target.texts))]
 
         def choose(raw_counts: np.ndarray) -> float:
-            chosen = choose_smoothing(folds, raw_counts)
+            # Counted now, after the pool's pass and its memory check; kept sparse by the rule.
+            with HashedNgrams(p.num_buckets, p.ngrams, hashing=p.hashing, n_jobs=1) as engine:
+                folds = folds_of(list(target.texts))
+                chosen = choose_smoothing((engine.counts(f) for f in folds), raw_counts)
             if chosen is None:
                 report["smoothing"] = DEFAULT_SMOOTHING
                 report["smoothing_chosen_by"] = (

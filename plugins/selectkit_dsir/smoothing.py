@@ -14,7 +14,7 @@ scalar search, deterministically. Probabilities get the estimator's floor of 1e-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -31,38 +31,70 @@ def held_out_log_likelihood(
 ) -> float:
     """The log-likelihood of each fold's n-gram counts under the target estimate of the other
     folds, smoothed toward the pool's distribution by ``smoothing``, summed over folds."""
-    raw = np.asarray(raw_counts, dtype=np.float64)
-    p_raw = raw / raw.sum()
-    total = np.sum(fold_counts, axis=0, dtype=np.float64)
-    found = 0.0
+    return _held_out(smoothing, *_sparse(fold_counts), _distribution(raw_counts))
+
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _sparse(fold_counts: Iterable[np.ndarray]) -> tuple[Folds, np.ndarray | None]:
+    """Each fold's nonzero buckets and counts (folds without n-grams left out), and the total
+    over folds: one dense array at a time, so the folds cost what their n-grams do."""
+    total = None
+    folds = []
     for counts in fold_counts:
-        held = np.asarray(counts, dtype=np.float64)
-        rest = total - held
-        p_rest = rest / rest.sum()
-        seen = held > 0
-        mixture = (1 - smoothing) * p_rest[seen] + smoothing * p_raw[seen]
-        found += float(held[seen] @ np.log(np.maximum(mixture, FLOOR)))
+        seen = np.flatnonzero(counts)
+        if not len(seen):
+            continue
+        held = np.asarray(counts, dtype=np.float64)[seen]
+        if total is None:
+            total = np.zeros(len(counts), dtype=np.float64)
+        total[seen] += held
+        folds.append((seen, held))
+    return folds, total
+
+
+def _distribution(raw_counts: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw_counts, dtype=np.float64)
+    return raw / raw.sum()
+
+
+def _held_out(
+    smoothing: float,
+    folds: Folds,
+    total: np.ndarray,
+    p_raw: np.ndarray,
+) -> float:
+    found = 0.0
+    for seen, held in folds:
+        rest = total[seen] - held
+        mixture = (1 - smoothing) * rest / (total.sum() - held.sum()) + smoothing * p_raw[seen]
+        found += float(held @ np.log(np.maximum(mixture, FLOOR)))
     return found
 
 
-def choose_smoothing(fold_counts: Sequence[np.ndarray], raw_counts: np.ndarray) -> float | None:
+def choose_smoothing(fold_counts: Iterable[np.ndarray], raw_counts: np.ndarray) -> float | None:
     """The smoothing in ``[0, MAX_SMOOTHING]`` that maximizes the held-out log-likelihood of
     the folds (:func:`held_out_log_likelihood`); ``None`` when fewer than two folds hold
     n-grams (nothing is left to hold out)."""
     from scipy.optimize import minimize_scalar
 
-    folds = [np.asarray(c, dtype=np.float64) for c in fold_counts if np.any(c)]
-    if len(folds) < 2:
+    folds, total = _sparse(fold_counts)
+    if len(folds) < 2 or total is None:
         return None
+    p_raw = _distribution(raw_counts)
+
+    def likelihood(s: float) -> float:
+        return _held_out(s, folds, total, p_raw)
+
     found = minimize_scalar(
-        lambda s: -held_out_log_likelihood(s, folds, raw_counts),
+        lambda s: -likelihood(s),
         bounds=(0.0, MAX_SMOOTHING),
         method="bounded",
         options={"xatol": 1e-5},
     )
     # The bounded search stops short of an end; an optimum at an end is taken exactly.
-    candidates = (float(found.x), 0.0, MAX_SMOOTHING)
-    return max(candidates, key=lambda s: held_out_log_likelihood(s, folds, raw_counts))
+    return max((float(found.x), 0.0, MAX_SMOOTHING), key=likelihood)
 
 
 def folds_of(texts: Sequence[str], folds: int = FOLDS) -> list[list[str]]:
