@@ -40,8 +40,10 @@ _EXPORTS = {
     "PerRecord": "selectkit.solvers.objectives",
     "Scores": "selectkit.solvers.objectives",
     "Weights": "selectkit.solvers.objectives",
+    "EmbeddingConfig": "selectkit.features.embeddings",
     "FeaturizeConfig": "selectkit.features.featurize",
     "View": "selectkit.features.featurize",
+    "embed": "selectkit.api",
     "featurize": "selectkit.api",
     "featurize_views": "selectkit.api",
     "ExecutorConfig": "selectkit.executors",
@@ -69,6 +71,7 @@ __all__ = [
     "Budget",
     "Constraints",
     "Context",
+    "EmbeddingConfig",
     "ExecutorConfig",
     "FeatureSet",
     "FeatureStore",
@@ -93,6 +96,7 @@ __all__ = [
     "WarmupConfig",
     "Weights",
     "__version__",
+    "embed",
     "evaluate_lds",
     "featurize",
     "featurize_views",
@@ -127,9 +131,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from selectkit.api import featurize, featurize_views, load_model, load_pool, select
+    from selectkit.api import embed, featurize, featurize_views, load_model, load_pool, select
     from selectkit.data.pool import Pool, Record
     from selectkit.executors import ExecutorConfig, make_executor
+    from selectkit.features.embeddings import EmbeddingConfig
     from selectkit.features.featurize import FeaturizeConfig, View
     from selectkit.host import Host, get_host
     from selectkit.markers import hookimpl

@@ -352,6 +352,40 @@ def featurize_views(
         return featurize_on(runner, pool, model, model_options, store=store, **options)
 
 
+def embed(
+    pool: Pool,
+    model: str | LoadedModel,
+    *,
+    host: Host | None = None,
+    executor: Executor | ExecutorConfig | None = None,
+    **options: Any,
+) -> list[FeatureSet]:
+    """Each record's pooled hidden states under each checkpoint, one store entry per model
+    state (:func:`selectkit.features.embeddings.embed`, whose keyword options these are: the
+    ``config``, ``checkpoints``, ``store``, ...), with the process-wide host unless given one.
+    ``executor``: split the pass into one shard per worker (``model`` a spec they load)."""
+    from selectkit.features.embeddings import embed as embed_here
+    from selectkit.features.units import embed_on
+    from selectkit.models.loading import ModelOptions
+    from selectkit.store import FeatureStore
+
+    host = host or get_host()
+    model_options = options.pop("model_options", None) or ModelOptions()
+    with running(executor, host, model_options.device) as runner:
+        if runner is None:
+            return embed_here(pool, model, host=host, model_options=model_options, **options)
+        if not isinstance(model, str):
+            raise ParamError(
+                "embed on workers needs the model as a spec they can load (a name or folder), "
+                "not a model loaded in this process"
+            )
+        for mine in ("shard", "tokens"):
+            if options.pop(mine, None) is not None:
+                raise ParamError(f"embed: {mine} is the executor's to choose; leave it out")
+        store = options.pop("store", None) or FeatureStore()
+        return embed_on(runner, pool, model, model_options, store=store, **options)
+
+
 @contextlib.contextmanager
 def running(
     executor: Executor | ExecutorConfig | None, host: Host, device: str = "auto"

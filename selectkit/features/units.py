@@ -1,5 +1,6 @@
 """Store passes as units of work: shard ``i`` of ``n`` of every entry a pass fills, for
-gradient features (:func:`featurize_on`) and forward-only statistics (:func:`statistics_on`).
+gradient features (:func:`featurize_on`), forward-only statistics (:func:`statistics_on`) and
+embeddings (:func:`embed_on`).
 
 The driver never loads the model: each worker loads it once (its host's
 shared model), tokenizes the pool once, and fills its shard of every checkpoint's entry through
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from selectkit.errors import ParamError, StoreError
 from selectkit.executors import Report, Worker, counting
+from selectkit.features.embeddings import EmbeddingConfig, embed, embedding_tokens
 from selectkit.features.featurize import (
     DEFAULT_LORA,
     FeaturizeConfig,
@@ -201,14 +203,11 @@ def statistics_on(
     """:func:`~selectkit.features.statistics.token_statistics` split into one shard per
     worker of ``executor`` (which must not be in-process: there, call it with the loaded
     model); the entries, complete, as the store holds them."""
-    from selectkit.train.checkpoints import find_checkpoints
-
     if len(pool) == 0:
         raise ParamError("the pool is empty: there is nothing to run the model on")
-    folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
-    count = executor.workers
-    units = [
-        StatisticsShard(
+
+    def unit(shard: tuple[int, int], folders: tuple[str, ...]) -> StatisticsShard:
+        return StatisticsShard(
             pool=pool,
             model=model,
             model_options=model_options,
@@ -216,13 +215,102 @@ def statistics_on(
             config=config,
             store_root=str(store.root.resolve()),
             file_bytes=store.file_bytes,
-            shard=(index, count),
-            size=shard_rows(len(pool), config.batch_size, (index, count)) * max(1, len(folders)),
+            shard=shard,
+            size=shard_rows(len(pool), config.batch_size, shard) * max(1, len(folders)),
         )
-        for index in range(count)
-    ]
-    results: list[Any] = executor.run(units, label="statistics rows", progress=progress)
-    return _complete(store, results)
+
+    return _on_workers(executor, checkpoints, unit, store, "statistics rows", progress)
+
+
+@dataclass(frozen=True)
+class EmbedShard:
+    """Shard ``shard`` of the entries :func:`~selectkit.features.embeddings.embed` fills for
+    these arguments; returns the entries' ids."""
+
+    pool: Pool
+    model: str
+    model_options: ModelOptions
+    checkpoints: tuple[str, ...]
+    config: EmbeddingConfig
+    store_root: str
+    file_bytes: int
+    shard: tuple[int, int]
+    size: int
+
+    @property
+    def label(self) -> str:
+        return f"embeddings shard {self.shard[0]}/{self.shard[1]}"
+
+    def run(self, worker: Worker, report: Report) -> list[str]:
+        loaded = worker.host.shared_model(self.model, self.model_options)
+        tokens = _once(
+            worker,
+            ("embedding tokens", self.pool.content_fingerprint, loaded.spec, self.config),
+            lambda: embedding_tokens(self.pool, loaded.tokenizer, self.config),
+        )
+        entries = embed(
+            self.pool,
+            loaded,
+            tokens=tokens,
+            checkpoints=self.checkpoints,
+            config=self.config,
+            store=FeatureStore(self.store_root, file_bytes=self.file_bytes),
+            shard=self.shard,
+            progress=counting(report),
+            host=worker.host,
+        )
+        return [entry.id for entry in entries]
+
+
+def embed_on(
+    executor: Runner,
+    pool: Pool,
+    model: str,
+    model_options: ModelOptions,
+    *,
+    checkpoints: Sequence[str | Path] = (),
+    config: EmbeddingConfig,
+    store: FeatureStore,
+    progress: bool = True,
+) -> list[FeatureSet]:
+    """:func:`~selectkit.features.embeddings.embed` split into one shard per worker of
+    ``executor``; the entries, complete, as the store holds them."""
+    if len(pool) == 0:
+        raise ParamError("the pool is empty: there is nothing to embed")
+
+    def unit(shard: tuple[int, int], folders: tuple[str, ...]) -> EmbedShard:
+        return EmbedShard(
+            pool=pool,
+            model=model,
+            model_options=model_options,
+            checkpoints=folders,
+            config=config,
+            store_root=str(store.root.resolve()),
+            file_bytes=store.file_bytes,
+            shard=shard,
+            size=shard_rows(len(pool), config.batch_size, shard) * max(1, len(folders)),
+        )
+
+    return _on_workers(executor, checkpoints, unit, store, "embedding rows", progress)
+
+
+def _on_workers(
+    executor: Runner,
+    checkpoints: Sequence[str | Path],
+    unit: Callable[[tuple[int, int], tuple[str, ...]], Any],
+    store: FeatureStore,
+    label: str,
+    progress: bool,
+) -> list[FeatureSet]:
+    """One unit per worker of ``executor``, each a shard over every checkpoint folder
+    (``checkpoints`` resolved, so workers find them wherever they run); the entries the
+    workers name, complete."""
+    from selectkit.train.checkpoints import find_checkpoints
+
+    folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
+    count = executor.workers
+    units = [unit((index, count), folders) for index in range(count)]
+    return _complete(store, executor.run(units, label=label, progress=progress))
 
 
 def _complete(store: FeatureStore, per_worker: list[list[str]]) -> list[FeatureSet]:
