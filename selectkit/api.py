@@ -365,7 +365,7 @@ def embed(
     ``config``, ``checkpoints``, ``store``, ...), with the process-wide host unless given one.
     ``executor``: split the pass into one shard per worker (``model`` a spec they load)."""
     from selectkit.features.embeddings import embed as embed_here
-    from selectkit.features.units import embed_on
+    from selectkit.features.units import forward_on
     from selectkit.models.loading import ModelOptions
     from selectkit.store import FeatureStore
 
@@ -383,7 +383,7 @@ def embed(
             if options.pop(mine, None) is not None:
                 raise ParamError(f"embed: {mine} is the executor's to choose; leave it out")
         store = options.pop("store", None) or FeatureStore()
-        return embed_on(runner, pool, model, model_options, store=store, **options)
+        return forward_on("embeddings", runner, pool, model, model_options, store=store, **options)
 
 
 @contextlib.contextmanager

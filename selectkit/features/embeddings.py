@@ -20,7 +20,7 @@ Pooling, over the tokens of a span (the prompt, the response, or both):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,8 +35,8 @@ from selectkit.features.featurize import (
     checkpoint_info,
     tokenize_pool,
 )
+from selectkit.features.statistics import describe_pass
 from selectkit.params import help_text
-from selectkit.provenance import versions
 from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
 from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
 from selectkit.store.root import Block
@@ -217,7 +217,7 @@ def embed(
                         key,
                         layout,
                         _BlockEmbedder(adapted, tokens, config),
-                        meta=_describe(pool, adapted, info, config),
+                        meta=describe_pass(pool, adapted, info, config, "embeddings"),
                         shard=shard,
                         progress=progress,
                     )
@@ -267,20 +267,3 @@ class _BlockEmbedder:
             features[kept] = pooled.cpu().numpy()
             status[kept] = RowStatus.DONE
         return features, status, {}
-
-
-def _describe(
-    pool: Pool, loaded: LoadedModel, checkpoint: dict[str, Any], config: EmbeddingConfig
-) -> dict[str, Any]:
-    """What the manifest records beside the key: provenance that does not change bytes."""
-    state = Path(checkpoint["path"]).name if checkpoint else "as loaded"
-    source = Path(pool.origin["path"]).name if pool.origin.get("path") else "in-memory pool"
-    return {
-        "summary": f"{loaded.spec} embeddings {state} {source}",
-        "model": loaded.spec,
-        "device": str(next(loaded.model.parameters()).device),
-        "pool_origin": pool.origin,
-        "checkpoint": checkpoint,
-        "config": asdict(config),
-        "versions": versions(),
-    }

@@ -34,7 +34,7 @@ from selectkit.features.params import (
     checkpoint_folders,
 )
 from selectkit.features.statistics import StatisticsConfig, token_statistics
-from selectkit.features.units import featurize_on, statistics_on
+from selectkit.features.units import featurize_on, forward_on
 from selectkit.features.warmups import WarmupRun, cached_warmup, check_creatable
 from selectkit.resources import check_memory
 from selectkit.rows import RowSource, combine_checkpoints
@@ -216,7 +216,8 @@ class ModelPipeline:
         when it has one. ``examples``: the records as :meth:`check` tokenized them for this
         pass (``pool``, or its responses alone for ``config.examples='response'``)."""
         if self.context.executor is not None:  # each worker loads the model and fills a shard
-            return statistics_on(
+            return forward_on(
+                "statistics",
                 self.context.executor,
                 pool,
                 self.params.model,

@@ -193,7 +193,7 @@ def token_statistics(
                         key,
                         layout,
                         compute,
-                        meta=_describe(pool, adapted, info, config),
+                        meta=describe_pass(pool, adapted, info, config, "statistics"),
                         shard=shard,
                         progress=progress,
                     )
@@ -241,14 +241,15 @@ class _BlockComputer:
         return np.zeros((len(rows), 0), dtype=np.float32), status, columns
 
 
-def _describe(
-    pool: Pool, loaded: LoadedModel, checkpoint: dict[str, Any], config: StatisticsConfig
+def describe_pass(
+    pool: Pool, loaded: LoadedModel, checkpoint: dict[str, Any], config: Any, what: str
 ) -> dict[str, Any]:
-    """What the manifest records beside the key: provenance that does not change bytes."""
+    """What the manifest of a forward-only pass's entry records beside its key (``what`` it
+    holds, under which model state, of which pool): provenance that does not change bytes."""
     state = Path(checkpoint["path"]).name if checkpoint else "as loaded"
     source = Path(pool.origin["path"]).name if pool.origin.get("path") else "in-memory pool"
     return {
-        "summary": f"{loaded.spec} statistics {state} {source}",
+        "summary": f"{loaded.spec} {what} {state} {source}",
         "model": loaded.spec,
         "device": str(next(loaded.model.parameters()).device),
         "pool_origin": pool.origin,

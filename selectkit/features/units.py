@@ -1,6 +1,6 @@
 """Store passes as units of work: shard ``i`` of ``n`` of every entry a pass fills, for
-gradient features (:func:`featurize_on`), forward-only statistics (:func:`statistics_on`) and
-embeddings (:func:`embed_on`).
+gradient features (:func:`featurize_on`) and the forward-only passes, statistics and
+embeddings (:func:`forward_on`).
 
 The driver never loads the model: each worker loads it once (its host's
 shared model), tokenizes the pool once, and fills its shard of every checkpoint's entry through
@@ -149,16 +149,26 @@ def featurize_on(
     }
 
 
-@dataclass(frozen=True)
-class StatisticsShard:
-    """Shard ``shard`` of the entries :func:`~selectkit.features.statistics.token_statistics`
-    fills for these arguments; returns the entries' ids."""
+#: A forward-only store pass: its function, and the one that makes its examples.
+PASSES: dict[str, tuple[Callable[..., list[FeatureSet]], Callable[..., list[Any]]]] = {
+    "statistics": (token_statistics, statistics_tokens),
+    "embeddings": (embed, embedding_tokens),
+}
 
+
+@dataclass(frozen=True)
+class ForwardShard:
+    """Shard ``shard`` of the entries the forward-only pass ``kind`` (:data:`PASSES`:
+    :func:`~selectkit.features.statistics.token_statistics` or
+    :func:`~selectkit.features.embeddings.embed`) fills for these arguments; returns the
+    entries' ids."""
+
+    kind: str
     pool: Pool
     model: str
     model_options: ModelOptions
     checkpoints: tuple[str, ...]
-    config: StatisticsConfig
+    config: StatisticsConfig | EmbeddingConfig
     store_root: str
     file_bytes: int
     shard: tuple[int, int]
@@ -166,16 +176,17 @@ class StatisticsShard:
 
     @property
     def label(self) -> str:
-        return f"statistics shard {self.shard[0]}/{self.shard[1]}"
+        return f"{self.kind} shard {self.shard[0]}/{self.shard[1]}"
 
     def run(self, worker: Worker, report: Report) -> list[str]:
+        fill, tokenize = PASSES[self.kind]
         loaded = worker.host.shared_model(self.model, self.model_options)
         tokens = _once(
             worker,
-            ("statistics tokens", self.pool.content_fingerprint, loaded.spec, self.config),
-            lambda: statistics_tokens(self.pool, loaded.tokenizer, self.config),
+            (self.kind, self.pool.content_fingerprint, loaded.spec, self.config),
+            lambda: tokenize(self.pool, loaded.tokenizer, self.config),
         )
-        entries = token_statistics(
+        entries = fill(
             self.pool,
             loaded,
             tokens=tokens,
@@ -189,128 +200,46 @@ class StatisticsShard:
         return [entry.id for entry in entries]
 
 
-def statistics_on(
+def forward_on(
+    kind: str,
     executor: Runner,
     pool: Pool,
     model: str,
     model_options: ModelOptions,
     *,
     checkpoints: Sequence[str | Path] = (),
-    config: StatisticsConfig,
+    config: StatisticsConfig | EmbeddingConfig,
     store: FeatureStore,
     progress: bool = True,
 ) -> list[FeatureSet]:
-    """:func:`~selectkit.features.statistics.token_statistics` split into one shard per
-    worker of ``executor`` (which must not be in-process: there, call it with the loaded
-    model); the entries, complete, as the store holds them."""
-    if len(pool) == 0:
-        raise ParamError("the pool is empty: there is nothing to run the model on")
-
-    def unit(shard: tuple[int, int], folders: tuple[str, ...]) -> StatisticsShard:
-        return StatisticsShard(
-            pool=pool,
-            model=model,
-            model_options=model_options,
-            checkpoints=folders,
-            config=config,
-            store_root=str(store.root.resolve()),
-            file_bytes=store.file_bytes,
-            shard=shard,
-            size=shard_rows(len(pool), config.batch_size, shard) * max(1, len(folders)),
-        )
-
-    return _on_workers(executor, checkpoints, unit, store, "statistics rows", progress)
-
-
-@dataclass(frozen=True)
-class EmbedShard:
-    """Shard ``shard`` of the entries :func:`~selectkit.features.embeddings.embed` fills for
-    these arguments; returns the entries' ids."""
-
-    pool: Pool
-    model: str
-    model_options: ModelOptions
-    checkpoints: tuple[str, ...]
-    config: EmbeddingConfig
-    store_root: str
-    file_bytes: int
-    shard: tuple[int, int]
-    size: int
-
-    @property
-    def label(self) -> str:
-        return f"embeddings shard {self.shard[0]}/{self.shard[1]}"
-
-    def run(self, worker: Worker, report: Report) -> list[str]:
-        loaded = worker.host.shared_model(self.model, self.model_options)
-        tokens = _once(
-            worker,
-            ("embedding tokens", self.pool.content_fingerprint, loaded.spec, self.config),
-            lambda: embedding_tokens(self.pool, loaded.tokenizer, self.config),
-        )
-        entries = embed(
-            self.pool,
-            loaded,
-            tokens=tokens,
-            checkpoints=self.checkpoints,
-            config=self.config,
-            store=FeatureStore(self.store_root, file_bytes=self.file_bytes),
-            shard=self.shard,
-            progress=counting(report),
-            host=worker.host,
-        )
-        return [entry.id for entry in entries]
-
-
-def embed_on(
-    executor: Runner,
-    pool: Pool,
-    model: str,
-    model_options: ModelOptions,
-    *,
-    checkpoints: Sequence[str | Path] = (),
-    config: EmbeddingConfig,
-    store: FeatureStore,
-    progress: bool = True,
-) -> list[FeatureSet]:
-    """:func:`~selectkit.features.embeddings.embed` split into one shard per worker of
-    ``executor``; the entries, complete, as the store holds them."""
-    if len(pool) == 0:
-        raise ParamError("the pool is empty: there is nothing to embed")
-
-    def unit(shard: tuple[int, int], folders: tuple[str, ...]) -> EmbedShard:
-        return EmbedShard(
-            pool=pool,
-            model=model,
-            model_options=model_options,
-            checkpoints=folders,
-            config=config,
-            store_root=str(store.root.resolve()),
-            file_bytes=store.file_bytes,
-            shard=shard,
-            size=shard_rows(len(pool), config.batch_size, shard) * max(1, len(folders)),
-        )
-
-    return _on_workers(executor, checkpoints, unit, store, "embedding rows", progress)
-
-
-def _on_workers(
-    executor: Runner,
-    checkpoints: Sequence[str | Path],
-    unit: Callable[[tuple[int, int], tuple[str, ...]], Any],
-    store: FeatureStore,
-    label: str,
-    progress: bool,
-) -> list[FeatureSet]:
-    """One unit per worker of ``executor``, each a shard over every checkpoint folder
-    (``checkpoints`` resolved, so workers find them wherever they run); the entries the
-    workers name, complete."""
+    """The forward-only pass ``kind`` (``statistics`` or ``embeddings``) split into one shard
+    per worker of ``executor`` (which must not be in-process: there, call the pass with the
+    loaded model); the entries, complete, as the store holds them."""
     from selectkit.train.checkpoints import find_checkpoints
 
+    if kind not in PASSES:
+        raise ParamError(f"no forward-only pass '{kind}': there are {', '.join(PASSES)}")
+    if len(pool) == 0:
+        raise ParamError("the pool is empty: there is nothing to run the model on")
     folders = tuple(str(Path(c.path).resolve()) for p in checkpoints for c in find_checkpoints(p))
     count = executor.workers
-    units = [unit((index, count), folders) for index in range(count)]
-    return _complete(store, executor.run(units, label=label, progress=progress))
+    units = [
+        ForwardShard(
+            kind=kind,
+            pool=pool,
+            model=model,
+            model_options=model_options,
+            checkpoints=folders,
+            config=config,
+            store_root=str(store.root.resolve()),
+            file_bytes=store.file_bytes,
+            shard=(index, count),
+            size=shard_rows(len(pool), config.batch_size, (index, count)) * max(1, len(folders)),
+        )
+        for index in range(count)
+    ]
+    results = executor.run(units, label=f"{kind} rows", progress=progress)
+    return _complete(store, results)
 
 
 def _complete(store: FeatureStore, per_worker: list[list[str]]) -> list[FeatureSet]:
