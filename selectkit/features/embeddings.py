@@ -32,13 +32,12 @@ from selectkit.errors import ParamError
 from selectkit.features.featurize import (
     FeaturizeConfig,
     block_order,
-    checkpoint_info,
     tokenize_pool,
 )
-from selectkit.features.statistics import describe_pass
+from selectkit.features.statistics import fill_each_state
 from selectkit.params import help_text
 from selectkit.store import FeatureSet, FeatureStore, Layout, RowStatus
-from selectkit.store.fingerprints import tensors_digest, tokenizer_digest
+from selectkit.store.fingerprints import tokenizer_digest
 from selectkit.store.root import Block
 
 if TYPE_CHECKING:
@@ -199,32 +198,19 @@ def embed(
         raise ParamError(f"{len(tokens)} tokenized examples given for a pool of {len(pool)}")
     width = model.model.config.hidden_size
     layout = Layout(len(pool), width, "float32", config.batch_size, block_order(tokens))
-    base = {id(p) for p in model.model.parameters()}
-    base_weights = tensors_digest(model.model.named_parameters(), memo=model.digests)
-    entries = []
-    for checkpoint in found or [None]:
-        with model.adapted(checkpoint.path if checkpoint else None) as adapted:
-            added = [(n, p) for n, p in adapted.model.named_parameters() if id(p) not in base]
-            key = embedding_key(
-                pool, adapted, base_weights, tensors_digest(added) if added else None, config
-            )
-            info = checkpoint_info(checkpoint.path, checkpoint.learning_rate) if checkpoint else {}
-            was_training = adapted.model.training
-            adapted.model.eval()
-            try:
-                entries.append(
-                    store.fill(
-                        key,
-                        layout,
-                        _BlockEmbedder(adapted, tokens, config),
-                        meta=describe_pass(pool, adapted, info, config, "embeddings"),
-                        shard=shard,
-                        progress=progress,
-                    )
-                )
-            finally:
-                adapted.model.train(was_training)
-    return entries
+    return fill_each_state(
+        pool,
+        model,
+        found,
+        layout,
+        key=lambda adapted, base, adapter: embedding_key(pool, adapted, base, adapter, config),
+        block=lambda adapted: _BlockEmbedder(adapted, tokens, config),
+        what="embeddings",
+        config=config,
+        store=store,
+        shard=shard,
+        progress=progress,
+    )
 
 
 class _BlockEmbedder:

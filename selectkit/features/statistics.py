@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from selectkit.data.pool import Pool, Record
     from selectkit.methods import Services
     from selectkit.models.loading import LoadedModel, ModelOptions
+    from selectkit.train.checkpoints import Checkpoint
 
 #: Bumped whenever the way the statistics are computed or stored changes, so old entries are
 #: never reused wrongly.
@@ -176,29 +177,69 @@ def token_statistics(
         raise ParamError(f"{len(tokens)} tokenized examples given for a pool of {len(pool)}")
     order = block_order(tokens) if config.order == "length" else None
     layout = Layout(len(pool), 0, "float32", config.batch_size, order, COLUMNS)
+    return fill_each_state(
+        pool,
+        model,
+        found,
+        layout,
+        key=lambda adapted, base, adapter: statistics_key(pool, adapted, base, adapter, config),
+        block=lambda adapted: _BlockComputer(adapted, tokens),
+        what="statistics",
+        config=config,
+        store=store,
+        shard=shard,
+        progress=progress,
+    )
+
+
+def fill_each_state(
+    pool: Pool,
+    model: LoadedModel,
+    checkpoints: Sequence[Checkpoint],
+    layout: Layout,
+    *,
+    key: Callable[[LoadedModel, str, str | None], dict[str, Any]],
+    block: Callable[[LoadedModel], Callable[[Layout, int], Block]],
+    what: str,
+    config: Any,
+    store: FeatureStore,
+    shard: tuple[int, int],
+    progress: bool | Callable[[int], None],
+) -> list[FeatureSet]:
+    """One entry of a forward-only pass per model state: each checkpoint's adapter attached
+    in turn (the model as loaded when there is none), in eval mode, the entry keyed by
+    ``key(adapted, base weights digest, adapter weights digest or None)`` and its blocks
+    computed by ``block(adapted)``; the model ends as it started."""
     base = {id(p) for p in model.model.parameters()}
     base_weights = tensors_digest(model.model.named_parameters(), memo=model.digests)
     entries = []
-    for checkpoint in found or [None]:
+    for checkpoint in checkpoints or [None]:
         with model.adapted(checkpoint.path if checkpoint else None) as adapted:
             added = [(n, p) for n, p in adapted.model.named_parameters() if id(p) not in base]
-            key = statistics_key(
-                pool, adapted, base_weights, tensors_digest(added) if added else None, config
-            )
             info = checkpoint_info(checkpoint.path, checkpoint.learning_rate) if checkpoint else {}
-            compute = _BlockComputer(adapted, tokens)
-            with compute.evaluating():
+            with _evaluating(adapted.model):
                 entries.append(
                     store.fill(
-                        key,
+                        key(adapted, base_weights, tensors_digest(added) if added else None),
                         layout,
-                        compute,
-                        meta=describe_pass(pool, adapted, info, config, "statistics"),
+                        block(adapted),
+                        meta=describe_pass(pool, adapted, info, config, what),
                         shard=shard,
                         progress=progress,
                     )
                 )
     return entries
+
+
+@contextlib.contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) for the ``with`` block, then as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class _BlockComputer:
@@ -211,16 +252,6 @@ class _BlockComputer:
         self.tokens = tokens
         self.pad = pad_token_id(loaded.tokenizer)
         self.device = next(self.model.parameters()).device
-
-    @contextlib.contextmanager
-    def evaluating(self) -> Iterator[None]:
-        """The model in eval mode (no dropout) for the ``with`` block, then as it was."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            yield
-        finally:
-            self.model.train(was_training)
 
     def __call__(self, layout: Layout, block: int) -> Block:
         import torch
