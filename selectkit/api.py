@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from selectkit.models.loading import LoadedModel, ModelOptions
     from selectkit.retraining.lds import LdsResult
     from selectkit.retraining.runs import RetrainRuns
-    from selectkit.store import FeatureSet
+    from selectkit.store import FeatureSet, FeatureStore
 
 
 def select(
@@ -333,23 +333,14 @@ def featurize_views(
     from selectkit.features.featurize import featurize_views as extract
     from selectkit.features.units import featurize_on
     from selectkit.models.loading import ModelOptions
-    from selectkit.store import FeatureStore
 
     host = host or get_host()
     model_options = options.pop("model_options", None) or ModelOptions()
     with running(executor, host, model_options.device) as runner:
         if runner is None:
             return extract(pool, model, host=host, model_options=model_options, **options)
-        if not isinstance(model, str):
-            raise ParamError(
-                "featurize on workers needs the model as a spec they can load (a name or "
-                "folder), not a model loaded in this process"
-            )
-        for mine in ("shard", "tokens"):
-            if options.pop(mine, None) is not None:
-                raise ParamError(f"featurize: {mine} is the executor's to choose; leave it out")
-        store = options.pop("store", None) or FeatureStore()
-        return featurize_on(runner, pool, model, model_options, store=store, **options)
+        spec, store = _for_workers("featurize", model, options)
+        return featurize_on(runner, pool, spec, model_options, store=store, **options)
 
 
 def embed(
@@ -367,23 +358,32 @@ def embed(
     from selectkit.features.embeddings import embed as embed_here
     from selectkit.features.units import forward_on
     from selectkit.models.loading import ModelOptions
-    from selectkit.store import FeatureStore
 
     host = host or get_host()
     model_options = options.pop("model_options", None) or ModelOptions()
     with running(executor, host, model_options.device) as runner:
         if runner is None:
             return embed_here(pool, model, host=host, model_options=model_options, **options)
-        if not isinstance(model, str):
-            raise ParamError(
-                "embed on workers needs the model as a spec they can load (a name or folder), "
-                "not a model loaded in this process"
-            )
-        for mine in ("shard", "tokens"):
-            if options.pop(mine, None) is not None:
-                raise ParamError(f"embed: {mine} is the executor's to choose; leave it out")
-        store = options.pop("store", None) or FeatureStore()
-        return forward_on("embeddings", runner, pool, model, model_options, store=store, **options)
+        spec, store = _for_workers("embed", model, options)
+        return forward_on("embeddings", runner, pool, spec, model_options, store=store, **options)
+
+
+def _for_workers(
+    what: str, model: str | LoadedModel, options: dict[str, Any]
+) -> tuple[str, FeatureStore]:
+    """The model spec and store a pass on workers takes, ``options`` left with the rest: the
+    model must be a spec the workers load, and the shard and tokens are the executor's."""
+    from selectkit.store import FeatureStore
+
+    if not isinstance(model, str):
+        raise ParamError(
+            f"{what} on workers needs the model as a spec they can load (a name or folder), "
+            "not a model loaded in this process"
+        )
+    for mine in ("shard", "tokens"):
+        if options.pop(mine, None) is not None:
+            raise ParamError(f"{what}: {mine} is the executor's to choose; leave it out")
+    return model, options.pop("store", None) or FeatureStore()
 
 
 @contextlib.contextmanager
